@@ -1,0 +1,136 @@
+"""Engine, sessions and migrations for SQLite (default) and PostgreSQL.
+
+SQLite needs care to be a safe outbox: WAL so readers never block the writer, a busy timeout so
+a second process waits instead of failing, and `BEGIN IMMEDIATE` for writes so two claimers take
+the write lock *before* reading (a deferred transaction that reads and then writes can fail with
+"database is locked" when another writer got in between). The Python driver's own transaction
+handling is switched off and SQLAlchemy emits BEGIN itself, as the SQLAlchemy docs describe for
+aiosqlite. Within one process SQLite writes are additionally serialized with an asyncio lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_IMMEDIATE = "crm_mcp_begin_immediate"
+
+
+def default_sqlite_url(state_dir: Path) -> str:
+    """The embedded default database: one SQLite file in the user's state directory."""
+    return f"sqlite+aiosqlite:///{(Path(state_dir) / 'crm-mcp.db').resolve()}"
+
+
+class Database:
+    """One engine plus its session factory; the only place that knows backend differences."""
+
+    def __init__(self, url: str, *, connect_args: dict[str, Any] | None = None, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.engine: AsyncEngine = create_async_engine(url, connect_args=connect_args or {}, echo=echo)
+        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine, expire_on_commit=False
+        )
+        self._write_lock: asyncio.Lock | None = None
+        if self.is_sqlite:
+            _install_sqlite_hooks(self.engine)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file, or None for PostgreSQL and in-memory SQLite."""
+        if not self.is_sqlite:
+            return None
+        db = self.url.database or ""
+        if not db or db == ":memory:" or db.startswith("file:"):
+            return None
+        return Path(db)
+
+    @asynccontextmanager
+    async def begin_write(self) -> AsyncIterator[AsyncSession]:
+        """A session inside a write transaction, committed on success and rolled back on error.
+
+        On SQLite the transaction starts with BEGIN IMMEDIATE (the write lock is taken up front),
+        so concurrent claimers are serialized across processes, and an in-process lock keeps this
+        process's own tasks from queueing on the busy timeout.
+        """
+        if not self.is_sqlite:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        async with self._write_lock, self.sessions() as session, session.begin():
+            # Procure the connection first, flagged, so the "begin" hook emits IMMEDIATE.
+            await session.connection(execution_options={_IMMEDIATE: True})
+            yield session
+
+    async def upgrade(self) -> None:
+        """Migrate to the newest schema (creating the database file's directory if needed).
+
+        Safe to call on every start: at head it does nothing.
+        """
+        path = self.sqlite_path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_run_alembic_upgrade)
+
+    async def current_revision(self) -> str | None:
+        """The schema revision the database is at (None before the first migration)."""
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_current_revision)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config(connection: SyncConnection | None = None) -> Any:
+    """An alembic Config built in code: no alembic.ini is needed on disk."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _run_alembic_upgrade(connection: SyncConnection) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(connection), "head")
+
+
+def _current_revision(connection: SyncConnection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop the sqlite3 driver from issuing its own BEGIN; SQLAlchemy does it below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: SyncConnection) -> None:
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

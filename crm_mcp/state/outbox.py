@@ -1,0 +1,365 @@
+"""The outbox: durable, idempotent, leased delivery of local changes to CRMs.
+
+A tool writes its local record and `enqueue`s the operation in the same transaction, so either
+both exist or neither does. Workers `claim_due` operations under a lease; a worker that dies
+simply lets the lease expire and another worker claims the operation again (at-least-once).
+Every attempt is logged; an operation that runs out of time or fails for good becomes a dead
+letter with its whole error history, and `retry_dead` puts it back. Every function takes `now`
+explicitly so tests drive time instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_mcp.errors import (
+    CircuitOpenError,
+    ConnectorError,
+    CRMError,
+    IdempotencyError,
+    RateLimitedError,
+    StateError,
+    redact,
+)
+from crm_mcp.state.db import Database
+from crm_mcp.state.models import DeadLetter, SyncLog, SyncOperation
+
+DEFAULT_DEADLINE = timedelta(hours=24)
+
+
+class LeaseLostError(StateError):
+    """Another worker owns this operation now (our lease expired); stop and let it finish."""
+
+    hint = "The operation was reclaimed by another worker after its lease expired; nothing to do."
+
+
+def request_hash(action: str, connection: str, payload: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of what is asked for: same request, same hash."""
+    canonical = json.dumps(
+        {"action": action, "connection": connection, "payload": payload},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    idempotency_key: str,
+    connection: str,
+    action: str,
+    payload: dict[str, Any],
+    entity_type: str,
+    entity_id: str,
+    now: datetime,
+    deadline: timedelta = DEFAULT_DEADLINE,
+) -> tuple[SyncOperation, bool]:
+    """Add an operation to the outbox (caller commits). Returns (operation, created).
+
+    Replaying the same key with the same request returns the first operation; the same key with
+    a different request is refused, because silently dropping either would lose data.
+    """
+    digest = request_hash(action, connection, payload)
+    existing = await _by_key(session, idempotency_key)
+    if existing is None:
+        op = SyncOperation(
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+            connection=connection,
+            action=action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            payload=payload,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            deadline_at=now + deadline,
+            result={},
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(op)
+        except IntegrityError:  # a concurrent enqueue with the same key won the race
+            existing = await _by_key(session, idempotency_key)
+            if existing is None:
+                raise
+        else:
+            return op, True
+    if existing.request_hash != digest:
+        raise IdempotencyError(
+            f"idempotency key {idempotency_key!r} was already used for a different request "
+            f"({existing.action} on {existing.connection}, operation {existing.id}); "
+            "use a new key for a different request"
+        )
+    return existing, False
+
+
+async def _by_key(session: AsyncSession, key: str) -> SyncOperation | None:
+    return (
+        await session.execute(select(SyncOperation).where(SyncOperation.idempotency_key == key))
+    ).scalar_one_or_none()
+
+
+async def claim_due(
+    db: Database, *, worker_id: str, limit: int, lease: timedelta, now: datetime
+) -> list[SyncOperation]:
+    """Lease up to `limit` due operations to `worker_id`, counting an attempt for each.
+
+    Due means pending with next_attempt_at <= now, or in flight under an expired lease. SQLite
+    serializes claimers with BEGIN IMMEDIATE; PostgreSQL lets them run side by side and skip
+    each other's rows with FOR UPDATE SKIP LOCKED.
+    """
+    due = or_(
+        and_(SyncOperation.status == "pending", SyncOperation.next_attempt_at <= now),
+        and_(SyncOperation.status == "in_flight", SyncOperation.lease_until < now),
+    )
+    query = (
+        select(SyncOperation)
+        .where(due)
+        .order_by(SyncOperation.next_attempt_at, SyncOperation.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    async with db.begin_write() as session:
+        ops = list((await session.execute(query)).scalars())
+        for op in ops:
+            op.status = "in_flight"
+            op.lease_owner = worker_id
+            op.lease_until = now + lease
+            op.attempts += 1
+            op.updated_at = now
+    return ops
+
+
+async def checkpoint(
+    db: Database,
+    op_id: str,
+    result: dict[str, Any],
+    *,
+    worker_id: str | None = None,
+    lease_until: datetime | None = None,
+) -> dict[str, Any]:
+    """Merge step progress into the operation's `result` so a retry resumes after the last step.
+
+    Only while the lease is ours (in flight, and owned by `worker_id` when given); optionally
+    extends the lease. Returns the merged progress; raises LeaseLostError otherwise.
+    """
+    async with db.begin_write() as session:
+        op = await session.get(SyncOperation, op_id, with_for_update=True)
+        if op is None or op.status != "in_flight" or (worker_id is not None and op.lease_owner != worker_id):
+            raise LeaseLostError(f"operation {op_id} is no longer leased by {worker_id or 'this worker'}")
+        merged = {**(op.result or {}), **result}
+        op.result = merged
+        if lease_until is not None:
+            op.lease_until = lease_until
+    return merged
+
+
+async def _leased(session: AsyncSession, op: SyncOperation) -> SyncOperation | None:
+    row = await session.get(SyncOperation, op.id, with_for_update=True, populate_existing=True)
+    if row is None or row.status != "in_flight" or row.lease_owner != op.lease_owner:
+        return None
+    return row
+
+
+async def mark_succeeded(
+    db: Database, op: SyncOperation, result: dict[str, Any], now: datetime, duration_ms: int | None = None
+) -> SyncOperation | None:
+    """Record success (merging `result` into the checkpointed progress) and log the attempt.
+
+    Returns None if the lease was lost meanwhile: another worker owns the outcome then.
+    """
+    async with db.begin_write() as session:
+        row = await _leased(session, op)
+        if row is None:
+            return None
+        row.status = "succeeded"
+        row.result = {**(row.result or {}), **(result or {})}
+        row.lease_owner = row.lease_until = None
+        row.last_error = None
+        row.updated_at = now
+        session.add(_log(row, now, "success", None, duration_ms))
+    return row
+
+
+async def mark_failed(
+    db: Database,
+    op: SyncOperation,
+    error: BaseException,
+    now: datetime,
+    *,
+    retryable: bool,
+    retry_at: datetime | None,
+    duration_ms: int | None = None,
+) -> SyncOperation | None:
+    """Reschedule a failed attempt, or move the operation to the dead-letter queue.
+
+    Retryable with a `retry_at` inside the deadline -> pending again. A rate-limit or open-circuit
+    wait is a reschedule, not a failed attempt: the attempt counter is given back so backoff does
+    not grow while the CRM merely asks us to wait. Anything else -> dead, with every attempt's
+    error in the dead letter. Returns None if the lease was lost meanwhile.
+    """
+    reschedule = isinstance(error, RateLimitedError | CircuitOpenError)
+    async with db.begin_write() as session:
+        row = await _leased(session, op)
+        if row is None:
+            return None
+        message = _message(error)
+        row.last_error = f"{type(error).__name__}: {message}"
+        row.lease_owner = row.lease_until = None
+        row.updated_at = now
+        if retryable and retry_at is not None and retry_at <= row.deadline_at:
+            outcome = "rescheduled" if reschedule else "retry"
+            session.add(_log(row, now, outcome, error, duration_ms))
+            row.status = "pending"
+            row.next_attempt_at = retry_at
+            if reschedule:
+                row.attempts = max(0, row.attempts - 1)
+            return row
+        row.status = "dead"
+        history = await _error_history(session, row.id)  # before adding this attempt's log
+        log = _log(row, now, "dead", error, duration_ms)
+        session.add(log)
+        history.append(_history_entry(log))
+        if not retryable:
+            reason = f"Failed permanently ({type(error).__name__}): {message}"
+        else:
+            reason = f"Gave up at the deadline after {row.attempts} attempt(s); last error: {message}"
+        letter = (
+            await session.execute(select(DeadLetter).where(DeadLetter.operation_id == row.id))
+        ).scalar_one_or_none()
+        if letter is None:
+            letter = DeadLetter(operation_id=row.id, retry_count=0)
+            session.add(letter)
+        letter.connection, letter.action, letter.reason = row.connection, row.action, reason
+        letter.error_history = history
+        letter.dead_at = now
+        letter.retried_at = None
+    return row
+
+
+def _message(error: BaseException) -> str:
+    # CRMError messages are redacted at construction; anything else is redacted here.
+    return str(error) if isinstance(error, CRMError) else redact(str(error))
+
+
+def _log(
+    op: SyncOperation, now: datetime, outcome: str, error: BaseException | None, duration_ms: int | None
+) -> SyncLog:
+    return SyncLog(
+        operation_id=op.id,
+        connection=op.connection,
+        action=op.action,
+        attempt=op.attempts,
+        started_at=now - timedelta(milliseconds=duration_ms or 0),
+        finished_at=now,
+        outcome=outcome,
+        error_type=type(error).__name__ if error is not None else None,
+        error=_message(error) if error is not None else None,
+        status_code=error.status if isinstance(error, ConnectorError) else None,
+        duration_ms=duration_ms,
+    )
+
+
+def _history_entry(log: SyncLog) -> dict[str, Any]:
+    return {
+        "attempt": log.attempt,
+        "outcome": log.outcome,
+        "error_type": log.error_type,
+        "error": log.error,
+        "status_code": log.status_code,
+        "at": log.finished_at.isoformat(),
+    }
+
+
+async def _error_history(session: AsyncSession, op_id: str) -> list[dict[str, Any]]:
+    logs = await session.execute(
+        select(SyncLog)
+        .where(SyncLog.operation_id == op_id, SyncLog.outcome != "success")
+        .order_by(SyncLog.id)
+    )
+    return [_history_entry(log) for log in logs.scalars()]
+
+
+async def retry_dead(
+    db: Database,
+    *,
+    ids: Sequence[str] | None = None,
+    connection: str | None = None,
+    all_: bool = False,
+    now: datetime,
+    dry_run: bool = False,
+    deadline: timedelta = DEFAULT_DEADLINE,
+) -> list[SyncOperation]:
+    """Put dead operations back in the queue: attempts reset, a fresh deadline, progress kept.
+
+    Selects by operation ids (dead-letter entry ids are accepted too), by connection, or all.
+    Returns only the operations that were (or, with dry_run, would be) requeued: an id that is
+    pending, in flight or succeeded is left alone, so calling this twice is harmless.
+    """
+    if not ids and connection is None and not all_:
+        raise ValueError("say which dead operations to retry: ids, a connection, or all_=True")
+    query = select(SyncOperation).where(SyncOperation.status == "dead")
+    if ids:
+        entry_ops = select(DeadLetter.operation_id).where(DeadLetter.id.in_(list(ids)))
+        query = query.where(or_(SyncOperation.id.in_(list(ids)), SyncOperation.id.in_(entry_ops)))
+    if connection is not None:
+        query = query.where(SyncOperation.connection == connection)
+    async with db.begin_write() as session:
+        ops = list((await session.execute(query.order_by(SyncOperation.created_at))).scalars())
+        if dry_run or not ops:
+            return ops
+        for op in ops:
+            op.status, op.attempts, op.next_attempt_at = "pending", 0, now
+            op.deadline_at, op.updated_at = now + deadline, now
+            op.lease_owner = op.lease_until = None
+        await session.execute(
+            update(DeadLetter)
+            .where(DeadLetter.operation_id.in_([op.id for op in ops]), DeadLetter.retried_at.is_(None))
+            .values(retried_at=now, retry_count=DeadLetter.retry_count + 1)
+        )
+    return ops
+
+
+async def get_operation(session: AsyncSession, op_id: str) -> SyncOperation | None:
+    return await session.get(SyncOperation, op_id)
+
+
+async def list_dead_letters(
+    session: AsyncSession,
+    *,
+    connection: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    include_retried: bool = False,
+) -> list[DeadLetter]:
+    """Dead letters, newest first; by default only those still dead (not yet retried)."""
+    query = select(DeadLetter)
+    if not include_retried:
+        query = query.where(DeadLetter.retried_at.is_(None))
+    if connection is not None:
+        query = query.where(DeadLetter.connection == connection)
+    query = query.order_by(DeadLetter.dead_at.desc(), DeadLetter.id).limit(limit).offset(offset)
+    return list((await session.execute(query)).scalars())
+
+
+async def get_dead_letter(session: AsyncSession, entry_id: str) -> DeadLetter | None:
+    """A dead-letter entry by its id, or by its operation's id (agents often hold the latter)."""
+    entry = await session.get(DeadLetter, entry_id)
+    if entry is None:
+        entry = (
+            await session.execute(select(DeadLetter).where(DeadLetter.operation_id == entry_id))
+        ).scalar_one_or_none()
+    return entry

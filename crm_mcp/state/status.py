@@ -1,0 +1,226 @@
+"""How healthy is sync? Numbers, a verdict, and what to do about it.
+
+One read-only query set feeds `sync://status`, `get_sync_status`, `check_integration_health`,
+`/readyz` and `crm-mcp status`, so they can never disagree. The verdict rules are data
+(`HealthThresholds`) and the recommendations are plain sentences an agent can act on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_mcp.state.models import OP_STATUSES, DeadLetter, SyncLog, SyncOperation, WorkerHeartbeat
+
+Verdict = Literal["healthy", "degraded", "unhealthy"]
+
+
+class HealthThresholds(BaseModel):
+    """When sync stops being healthy. Defaults suit a small business's booking flow."""
+
+    min_success_rate: float = Field(0.9, description="Below this success rate over the window: degraded.")
+    degraded_dead_letters: int = Field(0, description="More dead letters than this: degraded.")
+    unhealthy_dead_letters: int = Field(50, description="More dead letters than this: unhealthy.")
+    max_oldest_pending: timedelta = Field(
+        timedelta(minutes=15), description="Oldest pending operation older than this: degraded."
+    )
+    worker_alive_within: timedelta = Field(
+        timedelta(seconds=30), description="A worker seen within this long counts as alive."
+    )
+
+
+class RecentFailure(BaseModel):
+    operation_id: str
+    action: str
+    connection: str
+    attempt: int
+    outcome: str
+    error_type: str | None
+    error: str | None
+    status_code: int | None
+    at: datetime
+
+
+class WorkerStatus(BaseModel):
+    worker_id: str
+    pid: int
+    started_at: datetime
+    seen_at: datetime
+    processed: int
+    alive: bool
+
+
+class SyncStatus(BaseModel):
+    """A snapshot of the outbox and the worker fleet."""
+
+    generated_at: datetime
+    window_seconds: float
+    totals: dict[str, int] = Field(description="Operations by status: pending, in_flight, succeeded, dead.")
+    attempts_in_window: int
+    successes_in_window: int
+    failures_in_window: int
+    success_rate: float | None = Field(
+        description="Successes / finished attempts in the window; None if none."
+    )
+    pending_backlog: int
+    due_now: int
+    oldest_pending_age_seconds: float | None
+    in_flight: int
+    dead_letters: int
+    recent_failures: list[RecentFailure]
+    workers: list[WorkerStatus]
+    live_workers: int
+    verdict: Verdict
+    reasons: list[str]
+    recommendations: list[str]
+
+
+async def sync_status(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    window: timedelta = timedelta(hours=24),
+    thresholds: HealthThresholds | None = None,
+) -> SyncStatus:
+    """Gather the numbers and judge them against `thresholds`."""
+    limits = thresholds or HealthThresholds()
+    since = now - window
+    totals = dict.fromkeys(OP_STATUSES, 0)
+    for status, count in await session.execute(
+        select(SyncOperation.status, func.count()).group_by(SyncOperation.status)
+    ):
+        totals[status] = count
+    outcomes: Counter[str] = Counter()
+    for outcome, count in await session.execute(
+        select(SyncLog.outcome, func.count()).where(SyncLog.finished_at >= since).group_by(SyncLog.outcome)
+    ):
+        outcomes[outcome] = count
+    successes = outcomes["success"]
+    failures = outcomes["retry"] + outcomes["dead"]
+    rate = successes / (successes + failures) if successes + failures else None
+
+    pending = SyncOperation.status == "pending"
+    oldest = (await session.execute(select(func.min(SyncOperation.created_at)).where(pending))).scalar()
+    oldest_age = (now - oldest).total_seconds() if oldest is not None else None
+    due_now = (
+        await session.execute(select(func.count()).where(pending, SyncOperation.next_attempt_at <= now))
+    ).scalar_one()
+    dead_letters = (
+        await session.execute(
+            select(func.count()).select_from(DeadLetter).where(DeadLetter.retried_at.is_(None))
+        )
+    ).scalar_one()
+    failed_logs = await session.execute(
+        select(SyncLog).where(SyncLog.outcome.in_(("retry", "dead"))).order_by(SyncLog.id.desc()).limit(10)
+    )
+    recent = [
+        RecentFailure(
+            operation_id=log.operation_id,
+            action=log.action,
+            connection=log.connection,
+            attempt=log.attempt,
+            outcome=log.outcome,
+            error_type=log.error_type,
+            error=log.error,
+            status_code=log.status_code,
+            at=log.finished_at,
+        )
+        for log in failed_logs.scalars()
+    ]
+    beats = await session.execute(select(WorkerHeartbeat).order_by(WorkerHeartbeat.seen_at.desc()))
+    workers = [
+        WorkerStatus(
+            worker_id=b.worker_id,
+            pid=b.pid,
+            started_at=b.started_at,
+            seen_at=b.seen_at,
+            processed=b.processed,
+            alive=now - b.seen_at <= limits.worker_alive_within,
+        )
+        for b in beats.scalars()
+    ]
+    live = sum(w.alive for w in workers)
+
+    reasons: list[str] = []
+    advice: list[str] = []
+    unhealthy = False
+    if rate is not None and rate < limits.min_success_rate:
+        reasons.append(
+            f"Success rate over the last {_human(window)} is {rate:.0%} "
+            f"(below {limits.min_success_rate:.0%}; {failures} failed of {successes + failures} attempts)."
+        )
+        advice.append(_failure_advice(recent))
+    if dead_letters > limits.unhealthy_dead_letters:
+        unhealthy = True
+        reasons.append(f"{dead_letters} operations are dead (more than {limits.unhealthy_dead_letters}).")
+    elif dead_letters > limits.degraded_dead_letters:
+        reasons.append(f"{dead_letters} operation(s) are dead and will not be retried automatically.")
+    if dead_letters:
+        cause = _dead_cause(recent)
+        advice.append(
+            f"Call list_dead_letters to see why, then retry_failed_sync for the {dead_letters} dead "
+            f"operation(s) after fixing {cause}."
+        )
+    if oldest_age is not None and oldest_age > limits.max_oldest_pending.total_seconds():
+        reasons.append(
+            f"The oldest pending operation has waited {_human(timedelta(seconds=oldest_age))} "
+            f"(limit {_human(limits.max_oldest_pending)})."
+        )
+    if totals["pending"] + totals["in_flight"] and live == 0:
+        reasons.append(
+            f"{totals['pending'] + totals['in_flight']} operation(s) are waiting but no worker is alive."
+        )
+        advice.append("Start a worker: `crm-mcp worker`, or run `crm-mcp serve` without --no-worker.")
+    elif oldest_age is not None and oldest_age > limits.max_oldest_pending.total_seconds():
+        advice.append("The backlog is not draining: check the CRM's rate limits and circuit breakers.")
+    verdict: Verdict = "unhealthy" if unhealthy else ("degraded" if reasons else "healthy")
+    return SyncStatus(
+        generated_at=now,
+        window_seconds=window.total_seconds(),
+        totals=totals,
+        attempts_in_window=successes + failures + outcomes["rescheduled"],
+        successes_in_window=successes,
+        failures_in_window=failures,
+        success_rate=rate,
+        pending_backlog=totals["pending"],
+        due_now=due_now,
+        oldest_pending_age_seconds=oldest_age,
+        in_flight=totals["in_flight"],
+        dead_letters=dead_letters,
+        recent_failures=recent,
+        workers=workers,
+        live_workers=live,
+        verdict=verdict,
+        reasons=reasons,
+        recommendations=list(dict.fromkeys(a for a in advice if a)),
+    )
+
+
+def _dead_cause(recent: list[RecentFailure]) -> str:
+    dead = [f for f in recent if f.outcome == "dead"]
+    if not dead:
+        return "the cause shown in each entry's error history"
+    common, _ = Counter(f.error_type or "error" for f in dead).most_common(1)[0]
+    example = next(f for f in dead if (f.error_type or "error") == common)
+    return f"the cause of the {common} errors (latest: {(example.error or '')[:160]})"
+
+
+def _failure_advice(recent: list[RecentFailure]) -> str:
+    if not recent:
+        return "Check the CRM connection with check_integration_health."
+    kinds = Counter(f.error_type or "error" for f in recent).most_common(1)[0][0]
+    return f"Most recent failures are {kinds}; check the connection with check_integration_health."
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h".replace(".0 h", " h")
+    if seconds >= 60:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"

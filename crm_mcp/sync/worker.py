@@ -1,0 +1,240 @@
+"""The outbox worker: claims due operations, runs their handler, records the outcome.
+
+Handlers are plain async functions keyed by action (``"appointment.create"``), injected by
+whoever wires connectors in, so this loop knows nothing about any CRM. A handler makes its
+effect idempotent with the `HandlerContext`: it checkpoints after each remote step (e.g. "contact
+created, id X") so that a retry after a crash resumes instead of repeating the step.
+
+Failure policy: a `CRMError` that says it is retryable is rescheduled with backoff (an explicit
+Retry-After or an open breaker's reopen time is honoured); any other `CRMError` is a dead letter
+at once; an unexpected exception is assumed transient, retried, and logged with its traceback
+(to the logger, never stdout: stdout belongs to the MCP stdio transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete
+
+from crm_mcp.errors import CircuitOpenError, ConfigurationError, CRMError, RateLimitedError
+from crm_mcp.state import outbox
+from crm_mcp.state.db import Database
+from crm_mcp.state.models import SyncOperation, WorkerHeartbeat
+from crm_mcp.sync import backoff
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = timedelta(seconds=5)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class HandlerContext:
+    """What a handler may use besides the operation: the time, its progress, and checkpoints."""
+
+    def __init__(self, worker: OutboxWorker, op: SyncOperation) -> None:
+        self._worker = worker
+        self.operation = op
+        self.attempt = op.attempts
+        self._progress: dict[str, Any] = dict(op.result or {})
+
+    @property
+    def now(self) -> datetime:
+        return self._worker.clock()
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        """Steps recorded so far, including those of earlier attempts (a copy)."""
+        return dict(self._progress)
+
+    async def checkpoint(self, result: dict[str, Any]) -> None:
+        """Durably record a finished step and extend the lease; raises LeaseLostError if reclaimed."""
+        self._progress = await outbox.checkpoint(
+            self._worker.db,
+            self.operation.id,
+            result,
+            worker_id=self._worker.worker_id,
+            lease_until=self._worker.clock() + self._worker.lease,
+        )
+        self.operation.result = dict(self._progress)
+
+
+Handler = Callable[[SyncOperation, HandlerContext], Awaitable[dict[str, Any]]]
+
+
+class OutboxWorker:
+    """Delivers the outbox. Several may run at once (processes or hosts): leases keep them apart."""
+
+    def __init__(
+        self,
+        db: Database,
+        handlers: Mapping[str, Handler],
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 4,
+        lease: timedelta = timedelta(seconds=60),
+        poll_interval: float = 0.5,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+    ) -> None:
+        self.db = db
+        self.handlers = dict(handlers)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.concurrency = max(1, concurrency)
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._base_delay, self._max_delay = base_delay, max_delay
+        self.processed = 0
+        self._started_at: datetime | None = None
+        self._last_beat: datetime | None = None
+
+    async def run_once(self) -> int:
+        """Claim one batch of due operations and process it; returns how many were processed."""
+        await self._heartbeat()
+        ops = await outbox.claim_due(
+            self.db, worker_id=self.worker_id, limit=self.concurrency, lease=self.lease, now=self.clock()
+        )
+        if not ops:
+            return 0
+        await asyncio.gather(*(self._process(op) for op in ops))
+        self.processed += len(ops)
+        await self._heartbeat(force=True)
+        return len(ops)
+
+    async def run_until_idle(self, max_rounds: int = 1000) -> int:
+        """Process until nothing is due *now* (retries scheduled later are left alone)."""
+        total = 0
+        for _ in range(max_rounds):
+            done = await self.run_once()
+            if done == 0:
+                break
+            total += done
+        return total
+
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Poll and deliver until `stop` is set; a clean stop removes this worker's heartbeat."""
+        stop = stop or asyncio.Event()
+        logger.info("outbox worker %s started", self.worker_id)
+        try:
+            while not stop.is_set():
+                try:
+                    done = await self.run_once()
+                except Exception:
+                    logger.exception("outbox worker %s: round failed; retrying after a pause", self.worker_id)
+                    done = 0
+                if done == 0 and not stop.is_set():
+                    await self._pause(stop)
+        finally:
+            await self._remove_heartbeat()
+            logger.info("outbox worker %s stopped after %d operations", self.worker_id, self.processed)
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        waiter = asyncio.ensure_future(stop.wait())
+        sleeper = asyncio.ensure_future(self._sleep(self.poll_interval))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, sleeper):
+                task.cancel()
+
+    async def _process(self, op: SyncOperation) -> None:
+        started = time.perf_counter()
+        handler = self.handlers.get(op.action)
+        try:
+            if handler is None:
+                raise ConfigurationError(f"no handler is registered for action {op.action!r}")
+            result = await handler(op, HandlerContext(self, op))
+        except outbox.LeaseLostError:
+            logger.warning("operation %s was reclaimed by another worker; dropping our attempt", op.id)
+            return
+        except Exception as exc:
+            await self._failed(op, exc, _elapsed_ms(started))
+            return
+        done = await outbox.mark_succeeded(self.db, op, result or {}, self.clock(), _elapsed_ms(started))
+        if done is None:
+            logger.warning("operation %s succeeded after its lease was reclaimed", op.id)
+
+    async def _failed(self, op: SyncOperation, exc: Exception, duration_ms: int) -> None:
+        now = self.clock()
+        if isinstance(exc, CRMError):
+            retryable = exc.retryable
+            logger.info("operation %s (%s) failed: %s: %s", op.id, op.action, type(exc).__name__, exc)
+        else:
+            retryable = True
+            logger.exception("operation %s (%s) raised an unexpected error", op.id, op.action)
+        when = None
+        if retryable:
+            when = backoff.retry_at(
+                now,
+                op.attempts,
+                _server_wait(exc, now),
+                self._rng,
+                op.deadline_at,
+                base=self._base_delay,
+                cap=self._max_delay,
+            )
+        row = await outbox.mark_failed(
+            self.db, op, exc, now, retryable=retryable, retry_at=when, duration_ms=duration_ms
+        )
+        if row is not None and row.status == "dead":
+            logger.warning("operation %s (%s) is dead: %s", op.id, op.action, row.last_error)
+
+    async def _heartbeat(self, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and self._last_beat is not None and now - self._last_beat < HEARTBEAT_EVERY:
+            return
+        self._started_at = self._started_at or now
+        async with self.db.begin_write() as session:
+            beat = await session.get(WorkerHeartbeat, self.worker_id)
+            if beat is None:
+                beat = WorkerHeartbeat(worker_id=self.worker_id, started_at=self._started_at, pid=os.getpid())
+                session.add(beat)
+            beat.seen_at = now
+            beat.processed = self.processed
+        self._last_beat = now
+
+    async def _remove_heartbeat(self) -> None:
+        try:
+            async with self.db.begin_write() as session:
+                await session.execute(
+                    delete(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == self.worker_id)
+                )
+        except Exception:
+            logger.exception("could not remove heartbeat of worker %s", self.worker_id)
+
+
+def _server_wait(exc: BaseException, now: datetime) -> float | None:
+    """Seconds the CRM (or our breaker) asked us to wait, if it said.
+
+    `CircuitOpenError.until` is taken as a Unix timestamp; a value that is not a plausible one
+    (e.g. a monotonic reading) is ignored and ordinary backoff applies.
+    """
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        return max(0.0, float(exc.retry_after))
+    if isinstance(exc, CircuitOpenError) and exc.until is not None:
+        wait = exc.until - now.timestamp()
+        if -86400.0 < wait < 86400.0:
+            return max(0.0, wait)
+    return None
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)

@@ -1,0 +1,104 @@
+"""The schema comes from alembic, matches the models, and SQLite is configured for an outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select, text
+
+from crm_mcp.state.db import Database, default_sqlite_url
+from crm_mcp.state.models import Appointment, Base
+
+pytestmark = pytest.mark.anyio
+
+TABLES = {
+    "connections",
+    "appointments",
+    "leads",
+    "external_refs",
+    "sync_operations",
+    "dead_letters",
+    "sync_log",
+    "inbox_events",
+    "worker_heartbeats",
+    "alembic_version",
+}
+
+
+async def test_upgrade_creates_every_table_and_is_repeatable(tmp_path: Path) -> None:
+    db = Database(default_sqlite_url(tmp_path / "nested" / "state"))
+    try:
+        await db.upgrade()
+        assert (tmp_path / "nested" / "state" / "crm-mcp.db").exists()
+        await db.upgrade()  # at head: nothing to do, no error
+        assert await db.current_revision() == "0001"
+        async with db.engine.connect() as conn:
+            names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert names == TABLES
+    finally:
+        await db.dispose()
+
+
+async def test_migration_matches_models(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/m.db")
+    try:
+        await db.upgrade()
+
+        def diff(conn):  # type: ignore[no-untyped-def]
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            return compare_metadata(ctx, Base.metadata)
+
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(diff) == []
+    finally:
+        await db.dispose()
+
+
+async def test_sqlite_pragmas(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/p.db")
+    try:
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 5000
+            assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == 1  # NORMAL
+    finally:
+        await db.dispose()
+
+
+async def test_timestamps_round_trip_as_aware_utc(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    try:
+        await db.upgrade()
+        paris = timezone(timedelta(hours=2))
+        start = datetime(2026, 5, 1, 11, 30, tzinfo=paris)
+        async with db.begin_write() as s:
+            s.add(Appointment(id="a1", connection="gohighlevel", start_time=start, status="confirmed"))
+        async with db.sessions() as s:
+            appt = (await s.execute(select(Appointment))).scalar_one()
+        assert appt.start_time == start
+        assert appt.start_time.tzinfo is not None
+        assert appt.start_time.utcoffset() == timedelta(0)
+        assert appt.start_time == datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
+        assert appt.version == 1
+    finally:
+        await db.dispose()
+
+
+async def test_write_transaction_rolls_back_on_error(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/r.db")
+    try:
+        await db.upgrade()
+        with pytest.raises(RuntimeError):
+            async with db.begin_write() as s:
+                s.add(Appointment(id="a1", connection="c", start_time=datetime.now(UTC)))
+                await s.flush()
+                raise RuntimeError("boom")
+        async with db.sessions() as s:
+            assert (await s.execute(select(Appointment))).first() is None
+    finally:
+        await db.dispose()

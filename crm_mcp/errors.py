@@ -136,8 +136,12 @@ class CircuitOpenError(ConnectorError):
     retryable = True
     hint = "The CRM has been failing; calls are paused until the breaker's probe succeeds."
 
-    def __init__(self, message: str, *, until: float | None = None, **kw: object) -> None:
+    def __init__(
+        self, message: str, *, until: float | None = None, retry_after: float | None = None, **kw: object
+    ) -> None:
         self.until = until
+        # seconds until the breaker lets a probe through (`until` is on the breaker's own clock)
+        self.retry_after = retry_after
         super().__init__(message, **kw)  # type: ignore[arg-type]
 
 

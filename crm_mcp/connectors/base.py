@@ -108,6 +108,8 @@ class ProviderSpec:
     daily_limit_header: str = ""
     reset_epoch_header: str = ""
     request_id_header: str = ""
+    # body field of JSON responses (errors included) that carries the provider's trace id
+    request_id_body_field: str = ""
     # default limits when the provider has not told us yet
     burst_limit: int = 100
     burst_interval_s: float = 10.0

@@ -1,0 +1,418 @@
+"""GoHighLevel (LeadConnector API v2) connector: neutral models <-> GHL wire shapes, nothing else.
+
+Quirks handled here, all from the official OpenAPI files (shared/specs/gohighlevel):
+- `Version` header per service: 2021-07-28 for contacts/locations, 2021-04-15 for calendars.
+- Only properties the spec defines are sent (GHL's validation layer answers 422 to any other).
+- customFields are written as `[{id|key, field_value}]` but read back as `[{id, value}]`.
+- Appointment create/update answer a *flat* 200 object; get answers `{event: ...}`; free slots
+  answer a map keyed by date next to non-date keys such as `traceId`.
+- Appointment times go out with an explicit UTC offset; calendar ranges are epoch milliseconds.
+Retry policy lives in ResilientClient: POSTs are marked idempotent only where GHL dedupes
+(upsert by email/phone) or the call is a read (search) or a set operation (tags).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from crm_mcp.errors import ConfigurationError, InvalidRequestError, UpstreamUnavailableError
+
+from .auth import StaticTokenAuth
+from .base import Appointment, Calendar, Contact, ContactPage, FieldSchema, Note, ProviderSpec, Task
+from .http import ResilientClient, check_base_url
+
+CONTACTS_VERSION = "2021-07-28"
+CALENDARS_VERSION = "2021-04-15"
+_CAL = {"Version": CALENDARS_VERSION}
+T = TypeVar("T")
+
+GHL_SPEC = ProviderSpec(
+    name="gohighlevel",
+    default_base_url="https://services.leadconnectorhq.com",
+    version_headers={"Version": CONTACTS_VERSION},
+    remaining_header="X-RateLimit-Remaining",
+    limit_header="X-RateLimit-Max",
+    interval_ms_header="X-RateLimit-Interval-Milliseconds",
+    daily_remaining_header="X-RateLimit-Daily-Remaining",
+    daily_limit_header="X-RateLimit-Limit-Daily",
+    request_id_body_field="traceId",
+    burst_limit=100,
+    burst_interval_s=10.0,
+    daily_limit=200_000,
+)
+
+# neutral Contact attribute -> GHL property (all defined on UpsertContactDto and UpdateContactDto)
+_CONTACT_FIELDS = {
+    "first_name": "firstName",
+    "last_name": "lastName",
+    "name": "name",
+    "email": "email",
+    "phone": "phone",
+    "company_name": "companyName",
+    "source": "source",
+    "timezone": "timezone",
+}
+# neutral Appointment attribute -> AppointmentEditSchema property (notes travel as description)
+_APPOINTMENT_EDIT = {
+    "calendar_id": "calendarId",
+    "start_time": "startTime",
+    "end_time": "endTime",
+    "title": "title",
+    "status": "appointmentStatus",
+    "address": "address",
+    "notes": "description",
+}
+_STATUS_ALIASES = {"booked": "confirmed", "active": "confirmed", "completed": "showed"}
+_NEUTRAL_STATUSES = {"new", "confirmed", "cancelled", "showed", "noshow", "invalid"}
+_FIELD_ID = re.compile(r"[A-Za-z0-9]{20}")
+_DATE_KEY = re.compile(r"\d{4}-\d{2}-\d{2}")
+MAX_SLOT_RANGE = timedelta(days=31)
+
+_STANDARD_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("firstName", "First Name", "TEXT"),
+    ("lastName", "Last Name", "TEXT"),
+    ("name", "Full Name", "TEXT"),
+    ("email", "Email", "EMAIL"),
+    ("phone", "Phone", "PHONE"),
+    ("companyName", "Company Name", "TEXT"),
+    ("address1", "Street Address", "TEXT"),
+    ("city", "City", "TEXT"),
+    ("state", "State", "TEXT"),
+    ("postalCode", "Postal Code", "TEXT"),
+    ("country", "Country (2-letter code)", "TEXT"),
+    ("website", "Website", "TEXT"),
+    ("timezone", "Time Zone", "TEXT"),
+    ("dateOfBirth", "Date of Birth", "DATE"),
+    ("source", "Source", "TEXT"),
+    ("tags", "Tags", "TAGS"),
+    ("dnd", "Do Not Disturb", "CHECKBOX"),
+    ("assignedTo", "Assigned User", "TEXT"),
+)
+
+
+# -- pure mapping ---------------------------------------------------------------------------
+def wire_time(value: datetime) -> str:
+    """ISO-8601 with an explicit offset (naive datetimes are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat(timespec="seconds")
+
+
+def epoch_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def custom_fields_to_wire(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """`{field id or key: value}` -> GHL write shape; a 20-char base62 name is an id, else a key."""
+    return [
+        {"id" if _FIELD_ID.fullmatch(name) else "key": name, "field_value": value}
+        for name, value in values.items()
+    ]
+
+
+def contact_to_wire(contact: Contact) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        wire: getattr(contact, attr)
+        for attr, wire in _CONTACT_FIELDS.items()
+        if getattr(contact, attr) is not None
+    }
+    if contact.tags:
+        body["tags"] = list(contact.tags)
+    if contact.custom_fields:
+        body["customFields"] = custom_fields_to_wire(contact.custom_fields)
+    return body
+
+
+def contact_from_wire(data: dict[str, Any]) -> Contact:
+    custom = {
+        str(item["id"]): item.get("value", item.get("field_value"))
+        for item in data.get("customFields") or []
+        if isinstance(item, dict) and item.get("id")
+    }
+    return Contact(
+        id=data.get("id"),
+        first_name=data.get("firstName") or data.get("firstNameLowerCase"),
+        last_name=data.get("lastName") or data.get("lastNameLowerCase"),
+        name=data.get("name") or data.get("contactName") or data.get("fullNameLowerCase"),
+        email=data.get("email"),
+        phone=data.get("phone"),
+        company_name=data.get("companyName"),
+        source=data.get("source"),
+        timezone=data.get("timezone"),
+        tags=list(data.get("tags") or []),
+        custom_fields=custom,
+        date_added=data.get("dateAdded") or None,
+        date_updated=data.get("dateUpdated") or None,
+    )
+
+
+def _status(value: Any) -> str:
+    status = _STATUS_ALIASES.get(str(value), str(value))
+    return status if status in _NEUTRAL_STATUSES else "confirmed"
+
+
+def appointment_from_wire(data: dict[str, Any], fallback: Appointment | None = None) -> Appointment:
+    return Appointment(
+        id=data.get("id"),
+        calendar_id=data.get("calendarId") or (fallback.calendar_id if fallback else ""),
+        contact_id=data.get("contactId") or (fallback.contact_id if fallback else ""),
+        start_time=data.get("startTime") or (fallback.start_time if fallback else None),
+        end_time=data.get("endTime") or (fallback.end_time if fallback else None),
+        title=data.get("title") or (fallback.title if fallback else None),
+        status=_status(data.get("appointmentStatus") or data.get("status") or "confirmed"),  # type: ignore[arg-type]
+        address=data.get("address") or (fallback.address if fallback else None),
+        notes=data.get("notes") or data.get("description") or (fallback.notes if fallback else None),
+    )
+
+
+def appointment_changes_to_wire(changes: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(changes) - set(_APPOINTMENT_EDIT))
+    if unknown:
+        raise InvalidRequestError(
+            f"gohighlevel appointment update: unknown field(s) {unknown}; "
+            f"allowed {sorted(_APPOINTMENT_EDIT)}",
+            provider="gohighlevel",
+        )
+    body: dict[str, Any] = {}
+    for attr, value in changes.items():
+        if value is None:
+            continue
+        body[_APPOINTMENT_EDIT[attr]] = wire_time(value) if isinstance(value, datetime) else value
+    return body
+
+
+def free_slots_from_wire(data: Any) -> dict[str, list[datetime]]:
+    out: dict[str, list[datetime]] = {}
+    if not isinstance(data, dict):
+        return out
+    for key, day in data.items():
+        if not _DATE_KEY.fullmatch(str(key)) or not isinstance(day, dict):
+            continue  # traceId and friends
+        out[key] = [datetime.fromisoformat(str(s).replace("Z", "+00:00")) for s in day.get("slots") or []]
+    return out
+
+
+def _mapped(fn: Callable[..., T], *args: Any) -> T:
+    """Run a wire->neutral mapper; a provider contract surprise becomes a typed, retryable error."""
+    try:
+        return fn(*args)
+    except (ValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise UpstreamUnavailableError(
+            f"gohighlevel: unexpected response shape ({exc.__class__.__name__})", provider="gohighlevel"
+        ) from None
+
+
+def _get(body: Any, key: str) -> Any:
+    if not isinstance(body, dict) or key not in body:
+        raise UpstreamUnavailableError(f"gohighlevel: response has no {key!r}", provider="gohighlevel")
+    return body[key]
+
+
+def _notes(items: Any) -> list[Note]:
+    return [Note(id=n.get("id"), contact_id=n.get("contactId"), body=n.get("body") or "",
+                 date_added=n.get("dateAdded") or None) for n in items or []]  # fmt: skip
+
+
+def _task(t: dict[str, Any], contact_id: str) -> Task:
+    return Task(id=t.get("id"), contact_id=t.get("contactId") or contact_id,
+                title=t.get("title") or "", body=t.get("body"), due_date=t.get("dueDate"),
+                completed=bool(t.get("completed")))  # fmt: skip
+
+
+def _field(f: dict[str, Any]) -> FieldSchema:
+    return FieldSchema(key=f.get("fieldKey") or f["id"], label=f.get("name") or f["id"],
+                       type=f.get("dataType") or "TEXT", options=list(f.get("picklistOptions") or []),
+                       custom=True, id=f.get("id"))  # fmt: skip
+
+
+def _calendar(c: dict[str, Any]) -> Calendar:
+    duration = c.get("slotDuration")
+    if duration is not None and c.get("slotDurationUnit") == "hours":
+        duration = duration * 60
+    return Calendar(id=c["id"], name=c.get("name") or c["id"], description=c.get("description") or None,
+                    is_active=c.get("isActive", True) is not False,
+                    slot_duration_minutes=int(duration) if duration is not None else None)  # fmt: skip
+
+
+class GoHighLevelConnector:
+    """One GHL sub-account (location) reached with one token."""
+
+    provider = "gohighlevel"
+    capabilities = frozenset(
+        {
+            "contacts.read", "contacts.write", "contacts.search", "contacts.upsert", "tags",
+            "notes", "tasks", "custom_fields", "calendars", "free_slots", "appointments.read",
+            "appointments.write",
+        }
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        connection: str,
+        *,
+        token: str,
+        location_id: str,
+        base_url: str = GHL_SPEC.default_base_url,
+        client: ResilientClient | None = None,
+        **client_kwargs: Any,
+    ) -> None:
+        if not location_id:
+            raise ConfigurationError("gohighlevel: location_id is required (CRM_MCP_GHL_LOCATION_ID)")
+        self.connection = connection
+        self.location_id = location_id
+        self._client = client or ResilientClient(
+            GHL_SPEC,
+            connection,
+            base_url=check_base_url(base_url),
+            auth=StaticTokenAuth(token),
+            **client_kwargs,
+        )
+
+    @property
+    def client(self) -> ResilientClient:
+        return self._client
+
+    async def _call(self, method: str, path: str, **kw: Any) -> Any:
+        return await self._client.request_json(method, path, **kw)
+
+    async def ping(self) -> None:
+        await self._call("GET", f"/locations/{self.location_id}")
+
+    # -- contacts ---------------------------------------------------------------------------
+    async def upsert_contact(self, contact: Contact) -> tuple[Contact, bool]:
+        body = {"locationId": self.location_id, **contact_to_wire(contact)}
+        data = await self._call("POST", "/contacts/upsert", json=body, idempotent=True)
+        return _mapped(contact_from_wire, _get(data, "contact")), bool(data.get("new"))
+
+    async def get_contact(self, contact_id: str) -> Contact:
+        data = await self._call("GET", f"/contacts/{contact_id}")
+        return _mapped(contact_from_wire, _get(data, "contact"))
+
+    async def search_contacts(self, query: str | None, limit: int, cursor: str | None) -> ContactPage:
+        if not 1 <= limit <= 500:
+            raise InvalidRequestError("gohighlevel search: limit must be 1..500", provider=self.provider)
+        try:
+            page = int(cursor) if cursor else 1
+        except ValueError:
+            msg = f"gohighlevel search: bad cursor {cursor!r}"
+            raise InvalidRequestError(msg, provider=self.provider) from None
+        body: dict[str, Any] = {"locationId": self.location_id, "page": page, "pageLimit": limit}
+        if query:
+            body["query"] = query[:75]
+        data = await self._call("POST", "/contacts/search", json=body, idempotent=True)
+        rows = _get(data, "contacts") or []
+        contacts = [_mapped(contact_from_wire, r) for r in rows]
+        total = data.get("total")
+        more = page * limit < total if isinstance(total, int) else len(rows) == limit
+        return ContactPage(contacts=contacts, total=total, next_cursor=str(page + 1) if more else None)
+
+    async def update_contact_custom_fields(self, contact_id: str, values: dict[str, Any]) -> Contact:
+        body = {"customFields": custom_fields_to_wire(values)}
+        data = await self._call("PUT", f"/contacts/{contact_id}", json=body)
+        return _mapped(contact_from_wire, _get(data, "contact"))
+
+    async def add_tags(self, contact_id: str, tags: list[str]) -> list[str]:
+        data = await self._call("POST", f"/contacts/{contact_id}/tags", json={"tags": tags}, idempotent=True)
+        return list(_get(data, "tags") or [])
+
+    async def remove_tags(self, contact_id: str, tags: list[str]) -> list[str]:
+        path = f"/contacts/{contact_id}/tags"
+        data = await self._call("DELETE", path, json={"tags": tags}, idempotent=True)
+        return list(_get(data, "tags") or [])
+
+    async def add_note(self, note: Note) -> Note:
+        data = await self._call("POST", f"/contacts/{note.contact_id}/notes", json={"body": note.body})
+        return _mapped(_notes, [_get(data, "note")])[0]
+
+    async def list_notes(self, contact_id: str) -> list[Note]:
+        data = await self._call("GET", f"/contacts/{contact_id}/notes")
+        return _mapped(_notes, _get(data, "notes"))
+
+    async def create_task(self, task: Task) -> Task:
+        due = task.due_date if task.due_date.tzinfo else task.due_date.replace(tzinfo=UTC)
+        body: dict[str, Any] = {
+            "title": task.title,
+            "dueDate": due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "completed": task.completed,
+        }
+        if task.body:
+            body["body"] = task.body
+        data = await self._call("POST", f"/contacts/{task.contact_id}/tasks", json=body)
+        return _mapped(_task, _get(data, "task"), task.contact_id)
+
+    async def list_tasks(self, contact_id: str) -> list[Task]:
+        data = await self._call("GET", f"/contacts/{contact_id}/tasks")
+        return [_mapped(_task, t, contact_id) for t in _get(data, "tasks") or []]
+
+    async def list_custom_fields(self) -> list[FieldSchema]:
+        path = f"/locations/{self.location_id}/customFields"
+        data = await self._call("GET", path, params={"model": "contact"})
+        return [_mapped(_field, f) for f in _get(data, "customFields") or []]
+
+    def contact_fields(self) -> list[FieldSchema]:
+        """GHL's standard contact properties (not returned by the custom-fields endpoint)."""
+        return [FieldSchema(key=k, label=label, type=t, custom=False) for k, label, t in _STANDARD_FIELDS]
+
+    # -- calendars --------------------------------------------------------------------------
+    async def list_calendars(self) -> list[Calendar]:
+        params = {"locationId": self.location_id}
+        data = await self._call("GET", "/calendars/", params=params, headers=_CAL)
+        return [_mapped(_calendar, c) for c in _get(data, "calendars") or []]
+
+    async def free_slots(
+        self, calendar_id: str, start: datetime, end: datetime, timezone: str | None
+    ) -> dict[str, list[datetime]]:
+        start_ms, end_ms = epoch_ms(start), epoch_ms(end)
+        if end_ms <= start_ms or end_ms - start_ms > MAX_SLOT_RANGE.total_seconds() * 1000:
+            raise InvalidRequestError(
+                "gohighlevel free slots: end must be after start and the range at most 31 days",
+                provider=self.provider,
+            )
+        params: dict[str, Any] = {"startDate": start_ms, "endDate": end_ms}
+        if timezone:
+            params["timezone"] = timezone
+        data = await self._call("GET", f"/calendars/{calendar_id}/free-slots", params=params, headers=_CAL)
+        return _mapped(free_slots_from_wire, data)
+
+    async def create_appointment(self, appointment: Appointment) -> Appointment:
+        a = appointment
+        body: dict[str, Any] = {
+            "calendarId": a.calendar_id,
+            "locationId": self.location_id,
+            "contactId": a.contact_id,
+            "startTime": wire_time(a.start_time),
+            "appointmentStatus": a.status,
+        }
+        optional = {"endTime": a.end_time and wire_time(a.end_time), "title": a.title,
+                    "address": a.address, "description": a.notes}  # fmt: skip
+        body.update({k: v for k, v in optional.items() if v})
+        data = await self._call("POST", "/calendars/events/appointments", json=body, headers=_CAL)
+        return _mapped(appointment_from_wire, data, appointment)
+
+    async def update_appointment(self, appointment_id: str, changes: dict[str, Any]) -> Appointment:
+        body = appointment_changes_to_wire(changes)
+        path = f"/calendars/events/appointments/{appointment_id}"
+        data = await self._call("PUT", path, json=body, headers=_CAL)
+        return _mapped(appointment_from_wire, data)
+
+    async def get_appointment(self, appointment_id: str) -> Appointment:
+        path = f"/calendars/events/appointments/{appointment_id}"
+        data = await self._call("GET", path, headers=_CAL)
+        return _mapped(appointment_from_wire, _get(data, "event"))
+
+    async def list_contact_appointments(self, contact_id: str) -> list[Appointment]:
+        data = await self._call("GET", f"/contacts/{contact_id}/appointments")
+        return [_mapped(appointment_from_wire, e) for e in _get(data, "events") or []]
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._client.snapshot()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

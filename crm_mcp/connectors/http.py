@@ -1,0 +1,293 @@
+"""`ResilientClient`: the only way out to the network, and the only place an HTTP client is built.
+
+Per call, in this order (DESIGN §4): breaker check -> limiter acquire (waits, never drops) -> send
+with timeouts -> `classify` -> limiter learns from headers -> retry only what is safe, with
+exponential backoff + full jitter honouring Retry-After, bounded by attempts and total time ->
+breaker records the outcome -> the response, or a typed, redacted error from `crm_mcp.errors`.
+
+Connectors above this layer never see httpx2 exceptions or status codes they have to interpret;
+they get a successful response or a `ConnectorError` subclass saying how to recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx2
+
+from crm_mcp.errors import (
+    AuthError,
+    ConfigurationError,
+    ConnectorError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitedError,
+    UpstreamUnavailableError,
+    redact,
+)
+
+from .auth import RefreshableAuth
+from .base import ProviderSpec
+from .breaker import CircuitBreaker
+from .classify import Outcome, OutcomeKind, classify, counts_as_breaker_failure, may_resend
+from .ratelimit import RateLimiter, RateLimiterLike
+
+logger = logging.getLogger(__name__)
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+_MESSAGE_FIELDS = ("message", "error_description", "error", "msg", "detail", "title")
+
+
+def _message_from_body(body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    for key in _MESSAGE_FIELDS:
+        value = body.get(key)
+        if isinstance(value, list) and value:
+            return "; ".join(str(v) for v in value)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def backoff_delay(attempt: int, rng: random.Random, *, base_s: float = 0.5, cap_s: float = 8.0) -> float:
+    """Full-jitter exponential backoff (AWS architecture blog): uniform(0, min(cap, base*2^(n-1)))."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2 ** max(0, attempt - 1)))
+
+
+def check_base_url(url: str) -> str:
+    """https anywhere; plain http only to loopback (the sandbox), so a token never crosses a network
+    in clear text because of a typo in the configuration."""
+    try:
+        parsed = httpx2.URL(url)
+    except Exception as exc:
+        raise ConfigurationError(f"invalid base URL {url!r}: {exc}") from None
+    if parsed.scheme == "https" and parsed.host:
+        return url.rstrip("/")
+    if parsed.scheme == "http" and parsed.host in _LOOPBACK_HOSTS:
+        return url.rstrip("/")
+    raise ConfigurationError(f"base URL must be https (plain http only for loopback): {url!r}")
+
+
+class ResilientClient:
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        connection: str,
+        *,
+        base_url: str,
+        auth: httpx2.Auth | None,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        limiter: RateLimiterLike | None = None,
+        breaker: CircuitBreaker | None = None,
+        max_attempts: int = 4,
+        max_retry_time_s: float = 30.0,
+        timeout_s: float = 15.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spec = spec
+        self.provider = spec.name
+        self.connection = connection
+        self._auth = auth
+        self._secrets: tuple[str, ...] = tuple(getattr(auth, "secrets", ()))
+        self._clock = clock
+        self._sleep = sleep
+        self.limiter: RateLimiterLike = limiter or RateLimiter.for_spec(spec, clock=clock, sleep=sleep)
+        self.breaker = breaker or CircuitBreaker(f"{spec.name}:{connection}", clock=clock)
+        self.max_attempts = max(1, max_attempts)
+        self.max_retry_time_s = max_retry_time_s
+        self._rng = rng or random.Random()
+        self._client = httpx2.AsyncClient(
+            base_url=base_url,
+            auth=auth,
+            transport=transport,
+            timeout=httpx2.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
+            headers={"Accept": "application/json", "User-Agent": "crm-mcp/0.1", **spec.version_headers},
+            follow_redirects=False,
+        )
+
+    # -- public API -------------------------------------------------------------------------
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+    ) -> httpx2.Response:
+        """Send with retries; return a 2xx/3xx response or raise a typed ConnectorError."""
+        method = method.upper()
+        deadline = self._clock() + self.max_retry_time_s
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            self.breaker.check(self.provider)
+            try:
+                await self.limiter.acquire()
+            except BaseException:
+                self.breaker.record_cancelled()
+                raise
+            response, error, reached = await self._send_once(method, path, params, json, headers)
+            if response is None:
+                assert error is not None
+                self.breaker.record_failure()
+                outcome = Outcome(OutcomeKind.RETRY)
+            else:
+                outcome = classify(response.status_code, response.headers, method)
+                self.limiter.observe(response.headers)
+                if counts_as_breaker_failure(response.status_code):
+                    self.breaker.record_failure()
+                else:
+                    self.breaker.record_success()
+                if outcome.kind is OutcomeKind.SUCCESS:
+                    status = response.status_code
+                    logger.debug("%s %s %s -> %s", self.provider, method, self._safe(path), status)
+                    return response
+                if outcome.kind is OutcomeKind.RATE_LIMITED:
+                    self.limiter.note_429(outcome.retry_after)
+                    reached = False  # refused before processing: safe to send again
+                if (
+                    outcome.kind is OutcomeKind.REFRESH_AUTH
+                    and not refreshed
+                    and isinstance(self._auth, RefreshableAuth)
+                ):
+                    refreshed = True
+                    await self._auth.refresh()
+                    continue
+                error = self._error_for(method, path, response, outcome)
+            if not outcome.retryable or not may_resend(method, idempotent, request_reached_server=reached):
+                raise error
+            if attempt >= self.max_attempts:
+                raise error
+            delay = backoff_delay(attempt, self._rng)
+            if outcome.retry_after is not None:
+                delay = max(delay, outcome.retry_after)
+            if self._clock() + delay > deadline:
+                raise error
+            logger.warning(
+                "%s %s %s failed (%s); retry %d/%d in %.2fs",
+                self.provider,
+                method,
+                self._safe(path),
+                error.status if error.status is not None else type(error).__name__,
+                attempt,
+                self.max_attempts - 1,
+                delay,
+            )
+            if outcome.kind is not OutcomeKind.RATE_LIMITED:
+                await self._sleep(delay)
+            # on 429 the limiter's penalty makes the next acquire() wait (or raise if too long)
+
+    async def request_json(self, method: str, path: str, **kw: Any) -> Any:
+        """`request` and decode the JSON body; a malformed body is an UpstreamUnavailableError."""
+        response = await self.request(method, path, **kw)
+        return self.decode(response, method, path)
+
+    def decode(self, response: httpx2.Response, method: str = "", path: str = "") -> Any:
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except (jsonlib.JSONDecodeError, UnicodeDecodeError, ValueError):
+            raise UpstreamUnavailableError(
+                f"{self.provider} {method} {self._safe(path)}: response body is not valid JSON",
+                provider=self.provider,
+                status=response.status_code,
+                request_id=self._request_id(response, None),
+            ) from None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "connection": self.connection,
+            "limiter": self.limiter.snapshot(),
+            "breaker": self.breaker.snapshot(),
+        }
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- internals --------------------------------------------------------------------------
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+    ) -> tuple[httpx2.Response | None, ConnectorError | None, bool]:
+        """One exchange. Returns (response, None, True) or (None, error, reached_server)."""
+        try:
+            response = await self._client.request(
+                method, path, params=params, json=json, headers=dict(headers) if headers else None
+            )
+            await response.aread()
+            return response, None, True
+        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
+            return None, self._transport_error(method, path, exc), False
+        except httpx2.TimeoutException as exc:
+            return None, self._transport_error(method, path, exc), True
+        except httpx2.TransportError as exc:
+            return None, self._transport_error(method, path, exc), True
+        except BaseException:
+            self.breaker.record_cancelled()
+            raise
+
+    def _transport_error(self, method: str, path: str, exc: Exception) -> ConnectorError:
+        kind = "timed out" if isinstance(exc, httpx2.TimeoutException) else "connection failed"
+        return UpstreamUnavailableError(
+            self._redact(f"{self.provider} {method} {path}: {kind} ({type(exc).__name__})"),
+            provider=self.provider,
+        )
+
+    def _request_id(self, response: httpx2.Response, body: Any) -> str | None:
+        if self.spec.request_id_header:
+            value = response.headers.get(self.spec.request_id_header)
+            if value:
+                return value
+        field = self.spec.request_id_body_field
+        if field and isinstance(body, dict) and body.get(field):
+            return str(body[field])
+        return None
+
+    def _error_for(
+        self, method: str, path: str, response: httpx2.Response, outcome: Outcome
+    ) -> ConnectorError:
+        status = response.status_code
+        try:
+            body = response.json() if response.content else None
+        except ValueError:
+            body = None
+        detail = _message_from_body(body) or response.reason_phrase or "error"
+        message = self._redact(f"{self.provider} {method} {path} -> {status}: {detail}"[:1000])
+        kw: dict[str, Any] = {
+            "provider": self.provider,
+            "status": status,
+            "request_id": self._request_id(response, body),
+        }
+        if outcome.kind is OutcomeKind.RATE_LIMITED:
+            return RateLimitedError(message, retry_after=outcome.retry_after, **kw)
+        if status in (401, 403):
+            return AuthError(message, **kw)
+        if status == 404:
+            return NotFoundError(message, **kw)
+        if outcome.kind is OutcomeKind.RETRY or status >= 500:
+            return UpstreamUnavailableError(message, **kw)
+        return InvalidRequestError(message, **kw)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    def _safe(self, path: str) -> str:
+        return self._redact(path)

@@ -1,0 +1,57 @@
+"""Build a connector from a provider name and plain options (env / crm-mcp.toml / stored connection).
+
+Provider modules are imported lazily so that starting the server, or a provider that is not
+configured, never pays for (or breaks on) another provider's imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from crm_mcp.errors import ConfigurationError
+
+from .base import Connector
+
+# options every provider's client understands (passed through to ResilientClient)
+CLIENT_OPTIONS = frozenset(
+    {"transport", "clock", "sleep", "limiter", "breaker", "rng"}
+    | {"max_attempts", "max_retry_time_s", "timeout_s"}
+)
+
+
+def _gohighlevel(connection: str, options: dict[str, Any]) -> Connector:
+    module = importlib.import_module("crm_mcp.connectors.gohighlevel")
+    missing = [k for k in ("token", "location_id") if not options.get(k)]
+    if missing:
+        raise ConfigurationError(
+            f"gohighlevel connection {connection!r} is missing {', '.join(missing)} "
+            "(env CRM_MCP_GHL_TOKEN / CRM_MCP_GHL_LOCATION_ID)"
+        )
+    kwargs: dict[str, Any] = {k: v for k, v in options.items() if k in CLIENT_OPTIONS}
+    if options.get("base_url"):
+        kwargs["base_url"] = options["base_url"]
+    connector: Connector = module.GoHighLevelConnector(
+        connection, token=options["token"], location_id=options["location_id"], **kwargs
+    )
+    return connector
+
+
+_FACTORIES: dict[str, Callable[[str, dict[str, Any]], Connector]] = {"gohighlevel": _gohighlevel}
+_ALIASES = {"ghl": "gohighlevel", "highlevel": "gohighlevel", "leadconnector": "gohighlevel"}
+
+
+def supported_providers() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def build_connector(provider: str, connection: str, options: dict[str, Any]) -> Connector:
+    """The connector for `provider` named `connection`; ConfigurationError if unknown or incomplete."""
+    name = _ALIASES.get(provider.strip().lower(), provider.strip().lower())
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise ConfigurationError(
+            f"unknown CRM provider {provider!r}; supported: {', '.join(supported_providers())}"
+        )
+    return factory(connection, dict(options))

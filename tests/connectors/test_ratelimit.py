@@ -1,0 +1,185 @@
+"""RateLimiter on virtual time: window never exceeded, header-driven slow-down, daily budget, 429s."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from crm_mcp.connectors.gohighlevel import GHL_SPEC
+from crm_mcp.connectors.ratelimit import RateLimiter, next_utc_midnight, safety_margin
+from crm_mcp.errors import RateLimitedError
+
+H = {
+    "rem": "X-RateLimit-Remaining",
+    "max": "X-RateLimit-Max",
+    "int": "X-RateLimit-Interval-Milliseconds",
+    "day": "X-RateLimit-Daily-Remaining",
+    "daylim": "X-RateLimit-Limit-Daily",
+}
+
+
+def limiter(t: Any, **kw: object) -> RateLimiter:
+    return RateLimiter.for_spec(GHL_SPEC, clock=t.clock, sleep=t.sleep, wall_clock=t.wall, **kw)  # type: ignore[arg-type]
+
+
+def max_in_any_window(times: list[float], interval: float) -> int:
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - interval:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+@pytest.mark.anyio
+async def test_sequential_burst_never_exceeds_window(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t, max_wait_s=60)
+    sent = []
+    for _ in range(350):
+        await rl.acquire()
+        sent.append(t.now)
+    assert max_in_any_window(sent, 10.0) <= 100 - safety_margin(100)
+    # and it does not crawl: 350 requests at ~95 per 10 s take about 35 s of virtual time
+    assert sent[-1] - sent[0] < 40
+
+
+@pytest.mark.anyio
+async def test_learns_window_from_headers(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t)
+    rl.observe({H["max"]: "20", H["int"]: "2000", H["rem"]: "20"})
+    assert (rl.limit, rl.interval_s) == (20, 2.0)
+    sent = []
+    for _ in range(100):
+        await rl.acquire()
+        sent.append(t.now)
+    assert max_in_any_window(sent, 2.0) <= 19
+
+
+@pytest.mark.anyio
+async def test_server_remaining_zero_waits_for_the_window_to_roll(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t)
+    rl.observe({H["max"]: "100", H["int"]: "10000", H["rem"]: "0"})
+    start = t.now
+    await rl.acquire()
+    assert t.now - start == pytest.approx(10.0)
+
+
+@pytest.mark.anyio
+async def test_low_remaining_paces_evenly_before_the_wall(fake_time: Any) -> None:
+    """Another process used most of the window: we spread what is left instead of bursting."""
+    t = fake_time
+    rl = limiter(t)
+    rl.observe({H["max"]: "100", H["int"]: "10000", H["rem"]: "10"})
+    obs = t.now
+    sent = []
+    for _ in range(12):
+        await rl.acquire()
+        sent.append(t.now)
+    in_server_window = [s for s in sent if s < obs + 10.0]
+    assert len(in_server_window) <= 10 - safety_margin(100)
+    gaps = [b - a for a, b in itertools.pairwise(in_server_window)]
+    assert gaps and min(gaps) > 0.5  # paced, not a burst
+
+
+@pytest.mark.anyio
+async def test_plenty_remaining_does_not_slow_down(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t)
+    rl.observe({H["rem"]: "90"})
+    for _ in range(10):
+        await rl.acquire()
+    assert t.sleeps == []
+
+
+@pytest.mark.anyio
+async def test_daily_exhaustion_raises_with_retry_after_instead_of_waiting(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t, max_wait_s=30)
+    rl.observe({H["day"]: "0", H["daylim"]: "200000"})
+    with pytest.raises(RateLimitedError) as info:
+        await rl.acquire()
+    assert t.sleeps == []
+    expected = next_utc_midnight(t.wall()) - t.wall()
+    assert info.value.retry_after == pytest.approx(expected, abs=0.01)
+    assert info.value.retry_after > 30
+
+
+@pytest.mark.anyio
+async def test_daily_budget_counts_down_locally_between_observations(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t)
+    rl.observe({H["day"]: "2"})
+    await rl.acquire()
+    await rl.acquire()
+    with pytest.raises(RateLimitedError):
+        await rl.acquire()
+
+
+@pytest.mark.anyio
+async def test_daily_reset_epoch_header_is_used_when_sent(fake_time: Any) -> None:
+    t = fake_time
+    rl = RateLimiter(
+        clock=t.clock, sleep=t.sleep, wall_clock=t.wall, daily_remaining_header="d", reset_epoch_header="r"
+    )
+    rl.observe({"d": "0", "r": str(int(t.wall()) + 20)})
+    await rl.acquire()  # 20 s is under max_wait_s: wait for the reset
+    assert t.sleeps == [pytest.approx(20.0)]
+
+
+@pytest.mark.anyio
+async def test_429_penalty_blocks_and_stragglers_do_not_retrigger(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t)
+    rl.note_429(3.0)
+    t.advance(1.0)
+    rl.note_429(None)  # in-flight straggler: no new window
+    start = t.now
+    await rl.acquire()
+    assert t.now - start == pytest.approx(2.0)
+
+
+@pytest.mark.anyio
+async def test_429_without_retry_after_pauses_one_interval(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t)
+    rl.note_429(None)
+    start = t.now
+    await rl.acquire()
+    assert t.now - start == pytest.approx(10.0)
+
+
+@pytest.mark.anyio
+async def test_penalty_longer_than_max_wait_raises(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t, max_wait_s=5)
+    rl.note_429(60.0)
+    with pytest.raises(RateLimitedError) as info:
+        await rl.acquire()
+    assert info.value.retry_after == pytest.approx(60.0)
+    assert t.sleeps == []
+
+
+def test_penalty_never_shortens(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t)
+    rl.penalty(t.now + 10)
+    rl.penalty(t.now + 2)
+    assert rl.snapshot()["blocked_for_s"] == pytest.approx(10.0)
+
+
+def test_snapshot_shape(fake_time: Any) -> None:
+    t = fake_time
+    snap = limiter(t).snapshot()
+    assert {"limit", "interval_s", "in_window", "daily_remaining", "blocked_for_s"} <= set(snap)
+
+
+def test_safety_margin() -> None:
+    assert safety_margin(100) == 5
+    assert safety_margin(20) == 1
+    assert safety_margin(1) == 0

@@ -1,0 +1,137 @@
+"""The runtime shared by tools, resources, the worker and the CLI: settings, database, connectors.
+
+Everything heavy (SQLAlchemy, alembic, connectors) is created lazily on first use, so that
+`crm-mcp serve` answers the MCP handshake before any of it is imported. `Runtime.warm_up()` runs
+those imports in a thread right after start-up so the first tool call does not pay for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from crm_mcp.errors import ConfigurationError
+from crm_mcp.settings import ConnectionSettings, Settings
+
+if TYPE_CHECKING:
+    from crm_mcp.connectors.base import Connector
+    from crm_mcp.state.db import Database
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _import_heavy() -> None:
+    import crm_mcp.connectors.registry
+    import crm_mcp.state.db
+    import crm_mcp.state.outbox
+    import crm_mcp.state.status
+    import crm_mcp.sync.actions  # noqa: F401
+
+
+class Runtime:
+    """Lazily built services for one process. Close it with `aclose()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        connector_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        """`connector_overrides` are passed to every connector's client (tests inject clock/sleep)."""
+        self.settings = settings
+        self.clock = clock
+        self._connector_overrides = dict(connector_overrides or {})
+        self._db: Database | None = None
+        self._db_lock = asyncio.Lock()
+        self._connectors: dict[str, Connector] = {}
+        self._connections: list[ConnectionSettings] | None = None
+
+    # -- connections -------------------------------------------------------------------------
+    def connections(self) -> list[ConnectionSettings]:
+        if self._connections is None:
+            self._connections = self.settings.connections()
+        return self._connections
+
+    def connection(self, name: str | None, provider: str | None = "gohighlevel") -> ConnectionSettings:
+        """The named connection, or the only connection of `provider` when `name` is None."""
+        conns = self.connections()
+        if name:
+            for c in conns:
+                if c.name == name:
+                    return c
+            known = ", ".join(c.name for c in conns) or "none"
+            raise ConfigurationError(f"No connection named {name!r}. Configured connections: {known}.")
+        candidates = [c for c in conns if provider is None or c.provider == provider]
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise ConfigurationError(
+                f"No {provider or 'CRM'} connection is configured. Set CRM_MCP_GHL_TOKEN and "
+                "CRM_MCP_GHL_LOCATION_ID, add a [connections.<name>] table to crm-mcp.toml, "
+                "or start with `crm-mcp serve --sandbox`."
+            )
+        names = ", ".join(c.name for c in candidates)
+        raise ConfigurationError(f"Several {provider} connections exist ({names}); pass `connection`.")
+
+    def connector(self, name: str | None = None, provider: str | None = "gohighlevel") -> Connector:
+        conn = self.connection(name, provider)
+        if conn.name not in self._connectors:
+            from crm_mcp.connectors.registry import build_connector
+
+            options = {**conn.options, **self._connector_overrides}
+            self._connectors[conn.name] = build_connector(conn.provider, conn.name, options)
+        return self._connectors[conn.name]
+
+    def cached_connectors(self) -> dict[str, Connector]:
+        return dict(self._connectors)
+
+    # -- database ----------------------------------------------------------------------------
+    async def database(self) -> Database:
+        if self._db is None:
+            async with self._db_lock:
+                if self._db is None:
+                    from crm_mcp.state.db import Database
+
+                    db = Database(self.settings.resolved_database_url())
+                    await db.upgrade()
+                    self._db = db
+        return self._db
+
+    async def warm_up(self) -> None:
+        """Import the heavy modules off the event loop, then open and migrate the database."""
+        await asyncio.to_thread(_import_heavy)
+        await self.database()
+
+    async def aclose(self) -> None:
+        for connector in self._connectors.values():
+            try:
+                await connector.aclose()
+            except Exception:  # pragma: no cover - best effort on shutdown
+                log.debug("connector close failed", exc_info=True)
+        self._connectors.clear()
+        if self._db is not None:
+            await self._db.dispose()
+            self._db = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "database": _redact_url(self.settings.resolved_database_url()),
+            "connections": [{"name": c.name, "provider": c.provider} for c in self.connections()],
+        }
+
+
+def _redact_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

@@ -1,0 +1,136 @@
+"""Process entry points: `serve` (MCP transport + worker) and `worker` (outbox worker alone).
+
+The MCP transport starts first; database migration and the worker start in the background right
+after, so the handshake is never delayed by SQLAlchemy or alembic imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+
+from crm_mcp.errors import ConfigurationError
+from crm_mcp.runtime import Runtime
+from crm_mcp.settings import Settings, is_loopback_host
+
+log = logging.getLogger(__name__)
+
+Transport = Literal["stdio", "sse", "http"]
+
+
+def sandbox_settings(settings: Settings, base_url: str) -> Settings:
+    """Point the GoHighLevel connection at an in-process simulator, with a throwaway database."""
+    from pydantic import SecretStr
+
+    from crm_mcp.sandbox.gohighlevel import SANDBOX_CALENDAR_ID, SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+
+    update: dict[str, Any] = {
+        "ghl_token": SecretStr(SANDBOX_TOKEN),
+        "ghl_location_id": SANDBOX_LOCATION_ID,
+        "ghl_calendar_id": SANDBOX_CALENDAR_ID,
+        "ghl_base_url": base_url,
+        "sandbox": True,
+    }
+    if not settings.database_url:
+        tmp = Path(tempfile.mkdtemp(prefix="crm-mcp-sandbox-"))
+        update["database_url"] = f"sqlite+aiosqlite:///{tmp / 'sandbox.db'}"
+    return settings.model_copy(update=update)
+
+
+async def run_worker_loop(rt: Runtime, stop: asyncio.Event | None = None) -> None:
+    """Warm up (imports, migrations) and then deliver outbox operations until cancelled."""
+    await rt.warm_up()
+    worker = await build_worker(rt)
+    log.info("outbox worker %s started", worker.worker_id)
+    await worker.run_forever(stop)
+
+
+async def build_worker(rt: Runtime) -> Any:
+    from crm_mcp.sync.actions import build_handlers
+    from crm_mcp.sync.worker import OutboxWorker
+
+    db = await rt.database()
+    s = rt.settings
+    handlers = build_handlers(db, lambda name: rt.connector(name, provider=None), rt.clock)
+    return OutboxWorker(
+        db,
+        handlers,
+        concurrency=s.worker_concurrency,
+        lease=_seconds(s.lease_seconds),
+        poll_interval=s.poll_interval_seconds,
+        clock=rt.clock,
+        backoff_base=s.sync_backoff_base_seconds,
+        backoff_cap=s.sync_backoff_cap_seconds,
+        max_attempts=s.sync_max_attempts,
+    )
+
+
+def _seconds(value: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=value)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    transport: Transport = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    sandbox: bool = False,
+    worker: bool = True,
+) -> None:
+    async with AsyncExitStack() as stack:
+        if sandbox:
+            from crm_mcp.sandbox.runner import start_ghl_sandbox
+
+            _sim, sim_server = start_ghl_sandbox()
+            stack.callback(sim_server.stop)
+            settings = sandbox_settings(settings, sim_server.url)
+            log.info("GoHighLevel sandbox at %s", sim_server.url)
+        rt = Runtime(settings)
+        stack.push_async_callback(rt.aclose)
+
+        from crm_mcp.server.app import build_server
+
+        auth_kwargs = _http_auth(settings, transport, host, port)
+        server = build_server(rt, **auth_kwargs)
+
+        async with anyio.create_task_group() as tg:
+            if worker:
+                tg.start_soon(run_worker_loop, rt)
+            else:
+                tg.start_soon(rt.warm_up)
+            if transport == "stdio":
+                await server.run_stdio_async()
+            elif transport == "http":
+                await server.run_streamable_http_async(host=host, port=port)
+            else:
+                await server.run_sse_async(host=host, port=port)
+            tg.cancel_scope.cancel()
+
+
+def _http_auth(settings: Settings, transport: Transport, host: str, port: int) -> dict[str, Any]:
+    """Beyond loopback, HTTP transports require the bearer token CRM_MCP_HTTP_TOKEN."""
+    if transport == "stdio" or is_loopback_host(host):
+        return {}
+    if settings.http_token is None:
+        raise ConfigurationError(
+            f"Serving on {host} (beyond loopback) needs CRM_MCP_HTTP_TOKEN: clients must send it as a "
+            "bearer token. Set it, or bind 127.0.0.1."
+        )
+    return {"http_token": settings.http_token.get_secret_value(), "public_url": f"http://{host}:{port}"}
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    rt = Runtime(settings)
+    try:
+        await run_worker_loop(rt, stop)
+    finally:
+        await rt.aclose()

@@ -1,0 +1,289 @@
+"""Outbox handlers: how each queued action is delivered to the CRM, effectively once.
+
+Every step checkpoints its result in the operation, so a retried delivery resumes where it
+stopped. Steps whose API has no natural key (appointment, note, task) read before they create:
+the appointment is looked up by contact, calendar and start time; notes and tasks carry a
+reference marker (`crm-mcp:<local id>:<purpose>`) and are looked up by it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from crm_mcp.connectors.base import Appointment, Connector, Contact, Note, Task
+from crm_mcp.errors import RetryableError
+from crm_mcp.state.db import Database
+from crm_mcp.state.models import ExternalRef, SyncOperation
+
+log = logging.getLogger(__name__)
+
+ConnectorLookup = Callable[[str], Connector]
+Handler = Callable[[SyncOperation, Any], Awaitable[dict[str, Any]]]
+
+# Local status -> GoHighLevel-style appointment status (neutral model uses the GHL vocabulary).
+CRM_STATUS = {"new": "new", "confirmed": "confirmed", "cancelled": "cancelled", "completed": "showed"}
+STATUS_FIELD = "contact.appointment_status"
+NEXT_DATE_FIELD = "contact.next_appointment_date"
+
+
+def marker(local_id: str, purpose: str) -> str:
+    return f"crm-mcp:{local_id}:{purpose}"
+
+
+# Words a picklist may use for our statuses (matched case-insensitively, first hit wins).
+STATUS_SYNONYMS = {
+    "new": ["new", "scheduled", "booked"],
+    "confirmed": ["confirmed", "scheduled"],
+    "cancelled": ["cancelled", "canceled"],
+    "completed": ["completed", "showed", "done"],
+}
+
+
+def pick_option(value: Any, options: list[str]) -> str | None:
+    """The picklist option for a value, or None when the CRM's list has nothing that fits."""
+    wanted = [str(value).lower(), *STATUS_SYNONYMS.get(str(value).lower(), [])]
+    lowered = {o.lower(): o for o in options}
+    return next((lowered[w] for w in wanted if w in lowered), None)
+
+
+class _FieldIds:
+    """Custom-field key -> (id, options) per connection, loaded once.
+
+    Keys the location does not have, and picklist values it does not offer, are skipped rather
+    than failed: a booking must not die because an optional status field is missing.
+    """
+
+    def __init__(self) -> None:
+        self._fields: dict[str, dict[str, tuple[str, list[str]]]] = {}
+
+    async def resolve(self, connector: Connector, values: Mapping[str, Any]) -> dict[str, Any]:
+        fields = self._fields.get(connector.connection)
+        if fields is None:
+            fields = {f.key: (f.id, f.options) for f in await connector.list_custom_fields() if f.id}
+            self._fields[connector.connection] = fields
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in fields or value is None:
+                continue
+            field_id, options = fields[key]
+            if options:
+                value = pick_option(value, options)
+                if value is None:
+                    log.info("custom field %s has no option for %r; skipped", key, values[key])
+                    continue
+            out[field_id] = value
+        return out
+
+
+def _same_instant(a: datetime, b: datetime) -> bool:
+    return abs((a - b).total_seconds()) < 1
+
+
+def _contact_from(payload: Mapping[str, Any]) -> Contact:
+    c = payload["contact"]
+    return Contact(
+        first_name=c["first_name"], last_name=c.get("last_name"), email=c.get("email"), phone=c.get("phone")
+    )
+
+
+async def _find_or_create_note(connector: Connector, contact_id: str, ref: str, body: str) -> str:
+    for note in await connector.list_notes(contact_id):
+        if ref in note.body and note.id:
+            return note.id
+    created = await connector.add_note(Note(contact_id=contact_id, body=f"{body}\n\n[{ref}]"))
+    assert created.id
+    return created.id
+
+
+async def _find_or_create_task(
+    connector: Connector, contact_id: str, ref: str, title: str, body: str, due: datetime
+) -> str:
+    for task in await connector.list_tasks(contact_id):
+        if task.body and ref in task.body and task.id:
+            return task.id
+    created = await connector.create_task(
+        Task(contact_id=contact_id, title=title, body=f"{body}\n\n[{ref}]", due_date=due)
+    )
+    assert created.id
+    return created.id
+
+
+def build_handlers(
+    db: Database, connector_for: ConnectorLookup, now: Callable[[], datetime]
+) -> dict[str, Handler]:
+    field_ids = _FieldIds()
+
+    async def save_refs(connection: str, local_id: str, refs: Mapping[str, str]) -> None:
+        async with db.begin_write() as session:
+            existing = {
+                r.remote_type
+                for r in (
+                    await session.execute(
+                        select(ExternalRef).where(
+                            ExternalRef.connection == connection,
+                            ExternalRef.local_type == "appointment",
+                            ExternalRef.local_id == local_id,
+                        )
+                    )
+                ).scalars()
+            }
+            for remote_type, remote_id in refs.items():
+                if remote_type not in existing:
+                    session.add(
+                        ExternalRef(
+                            connection=connection,
+                            local_type="appointment",
+                            local_id=local_id,
+                            remote_type=remote_type,
+                            remote_id=remote_id,
+                            created_at=now(),
+                        )
+                    )
+
+    async def load_refs(connection: str, local_id: str) -> dict[str, str]:
+        async with db.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(ExternalRef).where(
+                        ExternalRef.connection == connection,
+                        ExternalRef.local_type == "appointment",
+                        ExternalRef.local_id == local_id,
+                    )
+                )
+            ).scalars()
+            return {r.remote_type: r.remote_id for r in rows}
+
+    async def appointment_create(op: SyncOperation, ctx: Any) -> dict[str, Any]:
+        p = op.payload
+        c = connector_for(op.connection)
+        done: dict[str, Any] = dict(ctx.progress or {})
+        local_id = p["appointment_id"]
+        start = datetime.fromisoformat(p["start_time"])
+        end = datetime.fromisoformat(p["end_time"]) if p.get("end_time") else start + timedelta(minutes=30)
+        if "contact_id" not in done:
+            contact = _contact_from(p)
+            contact.tags = ["crm-mcp", "appointment-booked"]
+            contact.custom_fields = await field_ids.resolve(
+                c, {STATUS_FIELD: p["status"], NEXT_DATE_FIELD: start.date().isoformat()}
+            )
+            saved, _ = await c.upsert_contact(contact)
+            assert saved.id
+            done["contact_id"] = saved.id
+            await ctx.checkpoint(done)
+        contact_id = done["contact_id"]
+        if "event_id" not in done:
+            match = [
+                a
+                for a in await c.list_contact_appointments(contact_id)
+                if a.calendar_id == p["calendar_id"] and _same_instant(a.start_time, start)
+            ]
+            event = (
+                match[0]
+                if match
+                else await c.create_appointment(
+                    Appointment(
+                        calendar_id=p["calendar_id"],
+                        contact_id=contact_id,
+                        start_time=start,
+                        end_time=end,
+                        title=p.get("title"),
+                        status=CRM_STATUS.get(p["status"], "confirmed"),  # type: ignore[arg-type]
+                    )
+                )
+            )
+            assert event.id
+            done["event_id"] = event.id
+            done["reused_event"] = bool(match)
+            await ctx.checkpoint(done)
+        if "note_id" not in done:
+            lines = [
+                f"Appointment booked via crm-mcp: {p.get('title') or 'appointment'}",
+                f"When: {start.isoformat()} to {end.isoformat()} ({p['timezone']})",
+            ]
+            if p.get("notes"):
+                lines.append(f"Details: {p['notes']}")
+            done["note_id"] = await _find_or_create_note(
+                c, contact_id, marker(local_id, "booking"), "\n".join(lines)
+            )
+            await ctx.checkpoint(done)
+        if "task_id" not in done:
+            due = max(start - timedelta(days=1), now())
+            done["task_id"] = await _find_or_create_task(
+                c,
+                contact_id,
+                marker(local_id, "reminder"),
+                f"Reminder: {p.get('title') or 'appointment'}",
+                f"Remind the contact of the appointment at {start.isoformat()}.",
+                due,
+            )
+            await ctx.checkpoint(done)
+        await save_refs(op.connection, local_id, {"contact": contact_id, "appointment": done["event_id"]})
+        return done
+
+    async def appointment_status(op: SyncOperation, ctx: Any) -> dict[str, Any]:
+        p = op.payload
+        c = connector_for(op.connection)
+        local_id = p["appointment_id"]
+        refs = await load_refs(op.connection, local_id)
+        if "appointment" not in refs:
+            raise RetryableError(
+                "The appointment has not reached the CRM yet; this change waits for its create operation.",
+                provider=c.provider,
+            )
+        done: dict[str, Any] = dict(ctx.progress or {})
+        event_id, contact_id = refs["appointment"], refs["contact"]
+        changes: dict[str, Any] = dict(p["changes"])
+        action = p["action"]
+        if "updated" not in done:
+            update: dict[str, Any] = {}
+            if "status" in changes:
+                update["status"] = CRM_STATUS[changes["status"]]
+            for key in ("start_time", "end_time"):
+                if key in changes:
+                    update[key] = datetime.fromisoformat(changes[key])
+            if "title" in changes:
+                update["title"] = changes["title"]
+            if update:
+                await c.update_appointment(event_id, update)
+            values: dict[str, Any] = {}
+            if "status" in changes:
+                values[STATUS_FIELD] = changes["status"]
+            if "start_time" in changes:
+                values[NEXT_DATE_FIELD] = changes["start_time"][:10]
+            resolved = await field_ids.resolve(c, values)
+            if resolved:
+                await c.update_contact_custom_fields(contact_id, resolved)
+            done["updated"] = True
+            await ctx.checkpoint(done)
+        reason = p.get("reason") or "no reason given"
+        if action == "cancel" and "task_id" not in done:
+            await c.add_tags(contact_id, ["appointment-cancelled"])
+            done["task_id"] = await _find_or_create_task(
+                c,
+                contact_id,
+                marker(op.id, "follow-up"),
+                "Follow up: appointment cancelled",
+                f"The appointment was cancelled ({reason}). Offer a new time.",
+                now() + timedelta(days=1),
+            )
+        elif action == "complete" and "task_id" not in done:
+            await c.add_tags(contact_id, ["customer"])
+            done["task_id"] = await _find_or_create_task(
+                c,
+                contact_id,
+                marker(op.id, "satisfaction"),
+                "Satisfaction check",
+                "The appointment was completed. Ask the customer how it went.",
+                now() + timedelta(days=1),
+            )
+        elif action == "update" and ("title" in changes or "notes" in changes) and "note_id" not in done:
+            body = "Appointment updated: " + ", ".join(f"{k}={v}" for k, v in changes.items())
+            done["note_id"] = await _find_or_create_note(c, contact_id, marker(op.id, "update"), body)
+        return done
+
+    return {"appointment.create": appointment_create, "appointment.status": appointment_status}

@@ -1,0 +1,95 @@
+"""The one place that turns crm-mcp errors into tool errors, and the decorator every tool uses.
+
+A tool error is written for the model: what failed, whether retrying helps, and what to do next.
+Anything that is not a `CRMError` is a bug: it is logged with its traceback (to stderr) and the
+model sees a short, secret-free message instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+
+from crm_mcp.errors import (
+    CircuitOpenError,
+    ConfigurationError,
+    CRMError,
+    IdempotencyError,
+    RateLimitedError,
+    redact,
+)
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+log = logging.getLogger("crm_mcp.tools")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def describe_error(exc: CRMError) -> str:
+    """A message for the model: the failure, whether retrying helps, and the next step."""
+    kind = type(exc).__name__
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        retry = f"Retrying helps after {exc.retry_after:.0f}s."
+    elif isinstance(exc, CircuitOpenError):
+        retry = "Retrying helps once the CRM recovers; the breaker probes it automatically."
+    elif exc.retryable:
+        retry = "Retrying later helps."
+    elif isinstance(exc, ConfigurationError | IdempotencyError):
+        retry = "Retrying unchanged will not help."
+    else:
+        retry = "Retrying unchanged will not help."
+    parts = [f"{kind}: {exc}", retry]
+    if exc.hint:
+        parts.append(f"Next: {exc.hint}")
+    return redact(" ".join(parts))
+
+
+def crm_tool(
+    server: MCPServer[Any],
+    *,
+    title: str,
+    read_only: bool,
+    destructive: bool,
+    idempotent: bool,
+    open_world: bool,
+    name: str | None = None,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Register an async tool with truthful annotations and the shared error mapping."""
+
+    annotations = ToolAnnotations(
+        title=title,
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=open_world,
+    )
+
+    def decorator(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return await fn(*args, **kwargs)
+            except ToolError:
+                raise
+            except CRMError as exc:
+                log.info("tool %s failed: %s", fn.__name__, redact(str(exc)))
+                raise ToolError(describe_error(exc)) from None
+            except Exception as exc:
+                log.exception("tool %s crashed", fn.__name__)
+                raise ToolError(
+                    f"Internal error in {fn.__name__} ({type(exc).__name__}). Nothing was changed "
+                    "unless a sync_operation_id was returned earlier. Check the server log (stderr)."
+                ) from None
+
+        server.add_tool(wrapper, name=name or fn.__name__, title=title, annotations=annotations)
+        return wrapper
+
+    return decorator

@@ -1,0 +1,162 @@
+"""The real entry point: `crm-mcp serve` over stdio, streamable HTTP and SSE, driven by MCP clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+
+pytestmark = pytest.mark.anyio
+
+EXPECTED_TOOLS = {
+    "create_appointment",
+    "update_appointment_status",
+    "retry_failed_sync",
+    "get_sync_status",
+    "list_dead_letters",
+}
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_MCP_")}
+    env["CRM_MCP_STATE_DIR"] = str(tmp_path / "state")
+    env["CRM_MCP_POLL_INTERVAL_SECONDS"] = "0.05"
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(args: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crm_mcp", "serve", *args, "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    raise AssertionError(
+                        proc.stderr.read().decode() if proc.stderr else "server exited"
+                    ) from None
+                time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def wait_delivered(client: Client, count: int, within_s: float = 30) -> dict[str, Any]:
+    with anyio.fail_after(within_s):
+        while True:
+            status = (await client.call_tool("get_sync_status", {})).structured_content or {}
+            if status.get("totals", {}).get("succeeded", 0) >= count:
+                return status
+            await anyio.sleep(0.1)
+
+
+async def test_stdio_serve_sandbox_books_and_delivers(tmp_path: Path) -> None:
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "crm_mcp", "serve", "--sandbox"], env=clean_env(tmp_path)
+    )
+    async with Client(params, cache=None) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert names >= EXPECTED_TOOLS
+        resources = {str(r.uri) for r in (await client.list_resources()).resources}
+        assert {"sync://status", "sync://dead-letter"} <= resources
+        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+        assert "sync://dead-letter/{entry_id}" in templates
+        r = await client.call_tool(
+            "create_appointment",
+            {"first_name": "Stdio", "email": "stdio@example.com", "start_time": "2026-12-03T10:00:00Z"},
+        )
+        assert not r.is_error, r.content
+        status = await wait_delivered(client, 1)
+        assert status["totals"]["succeeded"] == 1
+
+
+async def test_http_transport_serves_tools_and_health(tmp_path: Path) -> None:
+    import httpx2
+
+    port = free_port()
+    with serving(["--transport", "http", "--sandbox"], clean_env(tmp_path), port):
+        async with httpx2.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/healthz")).json() == {"status": "ok"}
+            metrics = await http.get(f"http://127.0.0.1:{port}/metrics")
+            assert "crm_mcp_dead_letters" in metrics.text
+        async with Client(f"http://127.0.0.1:{port}/mcp", cache=None) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert names >= EXPECTED_TOOLS
+            r = await client.call_tool(
+                "create_appointment",
+                {"first_name": "Http", "phone": "+15550001111", "start_time": "2026-12-03T11:00:00Z"},
+            )
+            assert not r.is_error, r.content
+            await wait_delivered(client, 1)
+        async with httpx2.AsyncClient() as http:
+            ready = await http.get(f"http://127.0.0.1:{port}/readyz")
+            assert ready.status_code == 200, ready.text
+
+
+async def test_sse_transport_serves_tools(tmp_path: Path) -> None:
+    from mcp.client.sse import sse_client
+
+    port = free_port()
+    with serving(["--transport", "sse", "--sandbox"], clean_env(tmp_path), port):
+        async with Client(sse_client(f"http://127.0.0.1:{port}/sse"), cache=None) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert names >= EXPECTED_TOOLS
+
+
+def test_http_beyond_loopback_requires_a_token(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crm_mcp",
+            "serve",
+            "--transport",
+            "http",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+        ],
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "CRM_MCP_HTTP_TOKEN" in out.stderr
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "crm_mcp", "--help"], capture_output=True, text=True, check=True
+    )
+    for cmd in ("serve", "worker", "sandbox", "demo", "status", "dlq", "config", "db"):
+        assert cmd in out.stdout

@@ -72,6 +72,26 @@ async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
+async def _buffered(receive: Receive) -> Receive:
+    """Drain the request body now and hand back a ``receive`` that replays it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            first: Message = message
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            break
+    pending = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
 class _Pipeline:
     """Outer ASGI layer: latency, faults, auth, rate limit, Version header, stats, headers."""
 
@@ -86,6 +106,9 @@ class _Pipeline:
             return
         sb, cfg = self.sb, self.sb.config
         route = sb.route_template(scope)
+        # Read the request before any simulated delay: like a real server, the write is received
+        # (and then applied) even if the client gives up while we are "slow".
+        receive = await _buffered(receive)
         if cfg.latency_s > 0:
             await asyncio.sleep(cfg.latency_s)
         fault = sb.faults.take(path)

@@ -141,6 +141,7 @@ class ResilientClient:
             response, error, reached = await self._send_once(method, path, params, json, headers)
             if response is None:
                 assert error is not None
+                self.limiter.observe({})  # the exchange is over; nothing learned
                 self.breaker.record_failure()
                 outcome = Outcome(OutcomeKind.RETRY)
             else:

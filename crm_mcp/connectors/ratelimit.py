@@ -4,10 +4,10 @@ Why hand-written: the `limits` package answers "is this hit allowed now?" for fi
 need "*when* is the next allowed slot?" (so callers sleep exactly that long, or hand the work back
 to the outbox with a retry_after when it is too long), plus limits learned at run time from the
 provider's headers (remaining / max / interval / daily remaining / reset) and a penalty window
-after a 429. That is a small sliding-window log with reservations, which this module is.
+after a 429. That is a small sliding-window log plus a FIFO queue of waiters, which this module is.
 
 How a slot is chosen (all on the injected monotonic clock):
-- sliding window: at most `capacity = max - safety_margin` reservations in any `interval` span;
+- sliding window: at most `capacity = max - safety_margin` sends in any `interval` span;
 - server view: after a response says `remaining=R`, spend at most `R - margin` more until that
   window has surely rolled over, spreading them evenly (so we slow down *before* the wall);
 - daily budget: once the provider's daily remaining is spent, the next slot is the daily reset;
@@ -21,6 +21,7 @@ Shared state across processes (Redis) is a later `RateLimiterLike` implementatio
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import time
 from collections import deque
@@ -101,7 +102,10 @@ class RateLimiter:
             daily_limit_header,
             reset_epoch_header,
         )
-        self._log: deque[float] = deque()  # reserved send times, non-decreasing
+        self._lock = asyncio.Lock()
+        self._log: list[float] = []  # sorted: send time, or receipt time once answered
+        self._inflight: deque[float] = deque()  # send times of requests not answered yet
+        self._last_send = 0.0
         self._blocked_until = 0.0
         # last server view of the burst window: (observed at, remaining, sends since)
         self._server_at: float | None = None
@@ -110,6 +114,7 @@ class RateLimiter:
         # daily budget: remaining as of last observation minus what we sent since; reset epoch
         self._daily_remaining: int | None = None
         self._daily_reset_epoch: float | None = None
+        self._daily_seen_wall = 0.0
         self.waits = 0
         self.waited_s = 0.0
 
@@ -137,8 +142,6 @@ class RateLimiter:
     def next_slot(self, now: float) -> float:
         """Earliest time (clock seconds) the next request may be sent. Pure w.r.t. state."""
         slot = max(now, self._blocked_until)
-        if self._log:
-            slot = max(slot, self._log[-1])
         if len(self._log) >= self.capacity:
             slot = max(slot, self._log[-self.capacity] + self.interval_s)
         slot = max(slot, self._server_slot(now))
@@ -155,11 +158,11 @@ class RateLimiter:
         if budget <= 0:
             return window_end
         low_water = max(2, self.limit // 4)
-        if self._server_remaining - self._sent_since_obs > low_water or not self._log:
+        if self._server_remaining - self._sent_since_obs > low_water:
             return now
         # pace the remaining budget evenly over what is left of the server's window
         spacing = (window_end - now) / (budget + 1)
-        return self._log[-1] + spacing
+        return self._last_send + spacing
 
     def _daily_slot(self, now: float) -> float:
         if self._daily_remaining is None or self._daily_remaining > 0:
@@ -170,29 +173,71 @@ class RateLimiter:
             reset = next_utc_midnight(wall)
         return now + (reset - wall)
 
+    def _roll_day(self) -> None:
+        """Past the daily reset the budget is unknown again until the next response says."""
+        if self._daily_remaining is None:
+            return
+        reset = self._daily_reset_epoch or next_utc_midnight(self._daily_seen_wall)
+        if self._wall() >= reset:
+            self._daily_remaining = None
+            self._daily_reset_epoch = None
+
     # -- effects ---------------------------------------------------------------------------
     async def acquire(self) -> None:
-        """Reserve the next slot and sleep until it; raise RateLimitedError if it is too far."""
-        now = self._clock()
-        while self._log and self._log[0] <= now - self.interval_s:
-            self._log.popleft()
-        slot = self.next_slot(now)
-        wait = slot - now
-        if wait > self.max_wait_s:
-            raise RateLimitedError(
-                f"rate limit: next request slot is {wait:.1f}s away", retry_after=round(wait, 3)
-            )
-        self._log.append(slot)
+        """Wait for the next slot, then take it; raise RateLimitedError if it is too far away.
+
+        Waiters queue on a lock (FIFO) and re-check after every sleep, so limits learned from
+        responses that arrived meanwhile (a lower remaining, a 429 penalty) still apply to them.
+        """
+        start = self._clock()
+        async with self._lock:
+            while True:
+                now = self._clock()
+                self._prune(now)
+                self._roll_day()
+                wait = self.next_slot(now) - now
+                if wait <= 0:
+                    self._take(now)
+                    return
+                if now + wait - start > self.max_wait_s:
+                    raise RateLimitedError(
+                        f"rate limit: next request slot is {wait:.1f}s away", retry_after=round(wait, 3)
+                    )
+                self.waits += 1
+                self.waited_s += wait
+                await self._sleep(wait)
+
+    def _prune(self, now: float) -> None:
+        cut = bisect.bisect_right(self._log, now - self.interval_s)
+        if cut:
+            del self._log[:cut]
+
+    def _take(self, now: float) -> None:
+        bisect.insort(self._log, now)
+        self._inflight.append(now)
+        self._last_send = now
         self._sent_since_obs += 1
         if self._daily_remaining is not None:
             self._daily_remaining -= 1
-        if wait > 0:
-            self.waits += 1
-            self.waited_s += wait
-            await self._sleep(wait)
+
+    def _complete(self) -> None:
+        """A request came back: it occupies the window from *now*, not from when it was sent.
+
+        The server counts a request when it arrives, which is somewhere between our send and our
+        receipt of the answer; counting from receipt keeps a burst of slow, concurrent requests
+        from being re-sent a whole window later while the server still counts the stragglers.
+        """
+        if not self._inflight:
+            return
+        sent = self._inflight.popleft()
+        i = bisect.bisect_left(self._log, sent)
+        if i < len(self._log) and self._log[i] == sent:
+            del self._log[i]
+        bisect.insort(self._log, self._clock())
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Learn limits from a response's headers (any subset; unknown names are ignored)."""
+        """A response (or a failed exchange, with no headers) came back: learn limits from it."""
+        self._complete()
         rem_h, max_h, int_h, day_rem_h, day_lim_h, reset_h = self._headers
         limit = _int_header(headers, max_h)
         if limit and limit > 0:
@@ -202,15 +247,20 @@ class RateLimiter:
             self.interval_s = interval_ms / 1000.0
         remaining = _int_header(headers, rem_h)
         if remaining is not None:
-            self._server_at = self._clock()
-            self._server_remaining = remaining
-            self._sent_since_obs = 0
+            now = self._clock()
+            fresh = self._server_at is not None and now < self._server_at + self.interval_s
+            if not fresh or remaining < self._server_remaining - self._sent_since_obs:
+                # a response that overtook a slower one can only tighten a fresh view, not loosen it
+                self._server_at = now
+                self._server_remaining = remaining
+                self._sent_since_obs = 0
         daily_limit = _int_header(headers, day_lim_h)
         if daily_limit:
             self.daily_limit = daily_limit
         daily_remaining = _int_header(headers, day_rem_h)
         if daily_remaining is not None:
             self._daily_remaining = daily_remaining
+            self._daily_seen_wall = self._wall()
         reset = _int_header(headers, reset_h)
         if reset:
             self._daily_reset_epoch = reset / 1000.0 if reset > 10**11 else float(reset)
@@ -223,6 +273,9 @@ class RateLimiter:
         explicit, later Retry-After extends it.
         """
         now = self._clock()
+        if retry_after is not None:
+            # an explicit Retry-After is more precise than the "remaining: 0" sent with it
+            self._server_at = None
         if now < self._blocked_until:
             if retry_after is not None:
                 self._blocked_until = max(self._blocked_until, now + retry_after)

@@ -107,7 +107,7 @@ async def test_daily_exhaustion_raises_with_retry_after_instead_of_waiting(fake_
     assert t.sleeps == []
     expected = next_utc_midnight(t.wall()) - t.wall()
     assert info.value.retry_after == pytest.approx(expected, abs=0.01)
-    assert info.value.retry_after > 30
+    assert info.value.retry_after is not None and info.value.retry_after > 30
 
 
 @pytest.mark.anyio
@@ -183,3 +183,14 @@ def test_safety_margin() -> None:
     assert safety_margin(100) == 5
     assert safety_margin(20) == 1
     assert safety_margin(1) == 0
+
+
+@pytest.mark.anyio
+async def test_daily_budget_comes_back_after_midnight(fake_time: Any) -> None:
+    t = fake_time
+    rl = limiter(t, max_wait_s=10**6)
+    rl.observe({H["day"]: "0"})
+    start = t.now
+    await rl.acquire()  # allowed to wait the whole day out
+    assert t.now - start == pytest.approx(next_utc_midnight(t.wall_start) - t.wall_start)
+    assert rl.snapshot()["daily_remaining"] is None

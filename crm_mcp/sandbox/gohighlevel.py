@@ -104,6 +104,14 @@ class _Pipeline:
         if scope["type"] != "http" or path.startswith("/_sandbox"):
             await self.app(scope, receive, send)
             return
+        try:
+            await self._api_request(scope, receive, send, path)
+        except asyncio.CancelledError:
+            # Server shutdown while a slow/timeout fault sleeps: end quietly instead of letting
+            # uvicorn print a traceback for a request nobody is waiting for any more.
+            return
+
+    async def _api_request(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         sb, cfg = self.sb, self.sb.config
         route = sb.route_template(scope)
         # Read the request before any simulated delay: like a real server, the write is received

@@ -48,7 +48,7 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx2", "httpcore", "uvicorn.access", "aiosqlite"):
+    for noisy in ("httpx2", "httpcore", "uvicorn.access", "aiosqlite", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -37,7 +37,7 @@ def child_env(base_url: str, db_path: Path) -> dict[str, str]:
             "CRM_MCP_SYNC_BACKOFF_CAP_SECONDS": "0.5",
             "CRM_MCP_SYNC_MAX_ATTEMPTS": "3",
             "CRM_MCP_POLL_INTERVAL_SECONDS": "0.1",
-            "CRM_MCP_LOG_LEVEL": "WARNING",
+            "CRM_MCP_LOG_LEVEL": "ERROR",
         }
     )
     return env
@@ -162,9 +162,15 @@ async def run_demo() -> int:
             console.print(f"  booked locally: op {failing_op}; the worker retries with backoff...")
             await wait_settled(client, within_s=60)
             dlq = await call(client, "list_dead_letters")
-            table = Table("entry", "action", "attempts", "reason", title="Dead-letter queue")
+            table = Table("entry", "action", "attempts", "last error", title="Dead-letter queue")
             for e in dlq["entries"]:
-                table.add_row(e["id"], e["action"], str(e["attempts"]), e["reason"][:70])
+                last = e["error_history"][-1] if e["error_history"] else {}
+                table.add_row(
+                    e["id"][:8],
+                    e["action"],
+                    str(e["attempts"]),
+                    f"{last.get('error_type', '')} {last.get('status_code') or ''}".strip(),
+                )
             console.print(table)
 
             console.rule("4. Heal the CRM and retry")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from crm_mcp.connectors.base import Appointment, Contact, Note, Task
+from crm_mcp.connectors.base import Appointment, Connector, Contact, Note, Task
 from crm_mcp.connectors.gohighlevel import GoHighLevelConnector
 from crm_mcp.connectors.registry import build_connector
 from crm_mcp.errors import ConfigurationError, InvalidRequestError, NotFoundError
@@ -209,6 +209,7 @@ async def test_registry_builds_a_working_connector(
         await conn.ping()
         assert conn.provider == "gohighlevel" and conn.connection == "gohighlevel"
         assert "appointments.write" in conn.capabilities
+        assert isinstance(conn, Connector)
     finally:
         await conn.aclose()
     with pytest.raises(ConfigurationError, match="hubspot"):

@@ -53,6 +53,14 @@ class Runtime:
         self._db_lock = asyncio.Lock()
         self._connectors: dict[str, Connector] = {}
         self._connections: list[ConnectionSettings] | None = None
+        # Local writes bump `generation`; cached read models (sync status) are valid for one
+        # generation and a short age, so a status poll costs no SQL while nothing changed here.
+        self.generation = 0
+        self.read_cache: dict[str, tuple[float, int, Any]] = {}
+
+    def touch(self) -> None:
+        """Record that local state changed (a tool wrote, the worker delivered)."""
+        self.generation += 1
 
     # -- connections -------------------------------------------------------------------------
     def connections(self) -> list[ConnectionSettings]:

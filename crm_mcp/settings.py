@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     ghl_calendar_id: str | None = None
     ghl_base_url: str = GHL_DEFAULT_BASE_URL
     ghl_webhook_public_key: str | None = None
+    ghl_respect_free_slots: bool = False
 
     # sync engine
     worker_concurrency: int = Field(4, ge=1, le=64)
@@ -149,6 +150,7 @@ class Settings(BaseSettings):
                         "calendar_id": self.ghl_calendar_id,
                         "base_url": self.ghl_base_url,
                         "webhook_public_key": self.ghl_webhook_public_key,
+                        "respect_free_slots": self.ghl_respect_free_slots,
                     },
                 )
             )

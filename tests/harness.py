@@ -54,13 +54,15 @@ class Harness:
 
     async def deliver(self) -> int:
         """Run the worker until nothing is due; returns how many operations it processed."""
-        return int(await self.worker.run_until_idle())
+        done = int(await self.worker.run_until_idle())
+        self.runtime.touch()
+        return done
 
     async def settle(self, *, step_s: float = 60.0, rounds: int = 50) -> None:
         """Deliver, then move the clock past every scheduled retry, until nothing is pending."""
         for _ in range(rounds):
             await self.deliver()
-            status = await self.ok("get_sync_status")
+            status = await self.ok("get_sync_status", {"max_age_seconds": 0})
             if not status["totals"].get("pending") and not status["totals"].get("in_flight"):
                 return
             self.clock.advance(step_s)

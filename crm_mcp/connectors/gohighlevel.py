@@ -261,12 +261,18 @@ class GoHighLevelConnector:
         location_id: str,
         base_url: str = GHL_SPEC.default_base_url,
         client: ResilientClient | None = None,
+        respect_free_slots: bool = False,
         **client_kwargs: Any,
     ) -> None:
+        """`respect_free_slots=False` (default) mirrors bookings the local system of record already
+        accepted even where GoHighLevel's own availability would refuse them (outside open hours,
+        slot taken): losing a confirmed booking is worse than a double entry a human can see.
+        """
         if not location_id:
             raise ConfigurationError("gohighlevel: location_id is required (CRM_MCP_GHL_LOCATION_ID)")
         self.connection = connection
         self.location_id = location_id
+        self.respect_free_slots = respect_free_slots
         self._client = client or ResilientClient(
             GHL_SPEC,
             connection,
@@ -390,6 +396,8 @@ class GoHighLevelConnector:
             "startTime": wire_time(a.start_time),
             "appointmentStatus": a.status,
         }
+        if not self.respect_free_slots:
+            body["ignoreFreeSlotValidation"] = True
         optional = {"endTime": a.end_time and wire_time(a.end_time), "title": a.title,
                     "address": a.address, "description": a.notes}  # fmt: skip
         body.update({k: v for k, v in optional.items() if v})
@@ -398,6 +406,8 @@ class GoHighLevelConnector:
 
     async def update_appointment(self, appointment_id: str, changes: dict[str, Any]) -> Appointment:
         body = appointment_changes_to_wire(changes)
+        if not self.respect_free_slots and "startTime" in body:
+            body["ignoreFreeSlotValidation"] = True
         path = f"/calendars/events/appointments/{appointment_id}"
         data = await self._call("PUT", path, json=body, headers=_CAL)
         return _mapped(appointment_from_wire, data)

@@ -32,6 +32,8 @@ def _gohighlevel(connection: str, options: dict[str, Any]) -> Connector:
     kwargs: dict[str, Any] = {k: v for k, v in options.items() if k in CLIENT_OPTIONS}
     if options.get("base_url"):
         kwargs["base_url"] = options["base_url"]
+    if "respect_free_slots" in options:
+        kwargs["respect_free_slots"] = bool(options["respect_free_slots"])
     connector: Connector = module.GoHighLevelConnector(
         connection, token=options["token"], location_id=options["location_id"], **kwargs
     )

@@ -24,7 +24,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         mime_type="application/json",
     )
     async def sync_status() -> str:
-        return (await current_status(rt)).model_dump_json(indent=2)
+        return (await current_status(rt, max_age_s=1.0)).model_dump_json(indent=2)
 
     @server.resource(
         "sync://dead-letter",

@@ -231,6 +231,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             else:
                 saved = await session.get(Appointment, op.entity_id)
                 appt = saved if saved is not None else appt
+        rt.touch()
         record = to_record(appt)
         msg = (
             "Booked locally; delivery to the CRM is queued."
@@ -316,6 +317,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                 if prior.entity_id != appointment_id:
                     raise ToolError("This idempotency_key was used for another appointment; use a new key.")
                 op, created = prior, False
+        rt.touch()
         return AppointmentResult(
             appointment=to_record(appt),
             sync_operation_id=op.id,

@@ -6,6 +6,7 @@ these tools serve clients without resource support.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -98,7 +99,22 @@ def summarize(op: Any) -> OperationSummary:
     )
 
 
-async def current_status(rt: Runtime) -> SyncStatus:
+async def current_status(rt: Runtime, *, max_age_s: float = 0.0) -> SyncStatus:
+    """The sync status; with `max_age_s`, a snapshot computed at most that long ago is reused
+    as long as nothing changed in this process since (other processes show up within max_age_s).
+    """
+    cached = rt.read_cache.get("sync_status")
+    if max_age_s > 0 and cached is not None:
+        at, generation, value = cached
+        if generation == rt.generation and time.monotonic() - at <= max_age_s:
+            return value  # type: ignore[no-any-return]
+    generation = rt.generation
+    status = await _compute_status(rt)
+    rt.read_cache["sync_status"] = (time.monotonic(), generation, status)
+    return status
+
+
+async def _compute_status(rt: Runtime) -> SyncStatus:
     from crm_mcp.state.status import HealthThresholds, sync_status
 
     h = rt.settings.health
@@ -126,12 +142,17 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         idempotent=True,
         open_world=False,
     )
-    async def get_sync_status() -> SyncStatus:
+    async def get_sync_status(
+        max_age_seconds: Annotated[
+            float,
+            Field(ge=0, le=60, description="Reuse a snapshot at most this old (0: compute now)."),
+        ] = 1.0,
+    ) -> SyncStatus:
         """Totals, success rate, backlog, dead letters, recent failures and a health verdict with reasons.
 
-        Same content as the sync://status resource.
+        Same content as the sync://status resource. `generated_at` says when it was computed.
         """
-        return await current_status(rt)
+        return await current_status(rt, max_age_s=max_age_seconds)
 
     @crm_tool(
         server,
@@ -190,6 +211,8 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             dry_run=dry_run,
             deadline=timedelta(seconds=rt.settings.sync_deadline_seconds),
         )
+        if not dry_run and ops:
+            rt.touch()
         summaries = []
         for i, op in enumerate(ops, 1):
             summaries.append(summarize(op))

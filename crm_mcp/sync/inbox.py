@@ -21,6 +21,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -74,6 +75,18 @@ def _secrets(options: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def public_url(url: str, base: object) -> str:
+    """The URL the sender called: behind a proxy, `webhook_base_url` replaces our scheme and host.
+
+    HubSpot signs the full URL it called, so a TLS-terminating proxy in front of us would
+    otherwise make every signature look wrong.
+    """
+    if not base:
+        return url
+    parts = urlsplit(url)
+    return str(base).rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 def verify(
     provider: str,
     options: Mapping[str, Any],
@@ -96,7 +109,7 @@ def verify(
         secret = options.get("client_secret") or options.get("webhook_client_secret")
         if not secret:
             raise SignatureRejected("no HubSpot client_secret is configured for this connection")
-        uri = str(options.get("webhook_url") or url)
+        uri = public_url(url, options.get("webhook_base_url"))
         return signatures.verify_hubspot_v3(
             method=method, uri=uri, body=body, headers=headers, client_secret=str(secret), now=now
         )
@@ -278,7 +291,11 @@ async def process_pending_report(
                 )
                 ev.processed_at = now
                 ev.error = outcome.parked
-        except SQLAlchemyError:
+        except IntegrityError as exc:  # deterministic: retrying would fail the same way forever
+            await _mark_failed(db, event_pk, now, exc)
+            report.failed += 1
+            continue
+        except SQLAlchemyError:  # transient (locked, connection lost): stays pending for next pass
             raise
         except Exception as exc:
             await _mark_failed(db, event_pk, now, exc)

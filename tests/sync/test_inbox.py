@@ -211,6 +211,20 @@ async def test_hubspot_batch_one_row_per_event_and_redelivery(db: Database) -> N
     assert no_secret.status == 401
 
 
+async def test_hubspot_behind_a_proxy_uses_the_public_base_url(db: Database) -> None:
+    body = json.dumps([{"eventId": 5, "portalId": 1, "subscriptionId": 2, "occurredAt": 3}]).encode()
+    public = "https://crm.example.com/webhooks/hubspot/hs?x=1"
+    headers = hubspot_v3_headers("k-123456", "POST", public, body, timestamp=NOW)
+    internal = "http://10.0.0.5:8000/webhooks/hubspot/hs?x=1"
+    opts: dict[str, Any] = {"client_secret": "k-123456"}
+    args: dict[str, Any] = dict(
+        provider="hubspot", connection="hs", method="POST", url=internal, headers=headers, body=body, now=NOW
+    )
+    assert (await receive(db, options=opts, **args)).status == 401
+    opts["webhook_base_url"] = "https://crm.example.com/"
+    assert (await receive(db, options=opts, **args)).status == 200
+
+
 async def test_standard_webhooks_dedupe_on_webhook_id_and_rotation(db: Database) -> None:
     old, new = new_standard_secret(), new_standard_secret()
     opts = {"webhook_secrets": [old, new]}
@@ -410,7 +424,7 @@ async def test_manual_review_parks_both_values_on_the_event(db: Database) -> Non
 
 async def test_unappliable_event_is_marked_with_redacted_error(db: Database) -> None:
     await put(db, {"type": "ContactUpdate", "email": "x@y.z", "note": "api_key=sk_live_canary123"}, "bad")
-    await put(db, {"type": "AppointmentCreate", "appointment": {"id": "z"}}, "bad2")
+    await put(db, {"type": "AppointmentCreate", "appointment": {"id": "api_key=sk_live_canary123"}}, "bad2")
     await put(db, {"type": "OpportunityCreate", "id": "o1"}, "other")
     report = await process_pending_report(db, now=NOW)
     assert (report.processed, report.failed) == (1, 2)
@@ -419,5 +433,6 @@ async def test_unappliable_event_is_marked_with_redacted_error(db: Database) -> 
     assert all(r.processed_at == NOW for r in rows.values())
     assert rows["bad"].error and rows["bad"].error.startswith("KeyError")
     assert rows["bad2"].error and "startTime" in rows["bad2"].error
+    assert "canary" not in rows["bad2"].error
     assert rows["other"].error is None
     assert await process_pending(db, now=NOW) == 0

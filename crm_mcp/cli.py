@@ -78,7 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--no-worker", action="store_true", help="do not run the outbox worker in this process")
 
-    sub.add_parser("worker", help="run the outbox + retry worker alone (scale-out next to servers)")
+    w = sub.add_parser("worker", help="run the outbox + retry worker alone (scale-out next to servers)")
+    w.add_argument(
+        "--webhooks-port",
+        type=int,
+        default=None,
+        help="also receive webhooks at /webhooks/{provider}/{connection} on this port (stdio setups)",
+    )
+    w.add_argument("--webhooks-host", default="127.0.0.1", help="bind address for --webhooks-port")
 
     sb = sub.add_parser("sandbox", help="start the provider simulators on loopback and print their URLs")
     sb.add_argument(
@@ -168,7 +175,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "worker":
         from crm_mcp.server.run import run_worker
 
-        asyncio.run(run_worker(settings))
+        asyncio.run(run_worker(settings, webhooks_port=args.webhooks_port, webhooks_host=args.webhooks_host))
         return 0
     if cmd == "sandbox":
         from crm_mcp.cli_commands import run_sandbox

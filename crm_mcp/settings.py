@@ -99,7 +99,12 @@ class Settings(BaseSettings):
     ghl_calendar_id: str | None = None
     ghl_base_url: str = GHL_DEFAULT_BASE_URL
     ghl_webhook_public_key: str | None = None
+    ghl_webhook_ed25519_public_key: str | None = None
     ghl_respect_free_slots: bool = False
+    # GoHighLevel OAuth (Marketplace app install) instead of a Private Integration token
+    ghl_client_id: str | None = None
+    ghl_client_secret: SecretStr | None = None
+    ghl_refresh_token: SecretStr | None = None
 
     # sync engine
     worker_concurrency: int = Field(4, ge=1, le=64)
@@ -139,7 +144,7 @@ class Settings(BaseSettings):
     def connections(self) -> list[ConnectionSettings]:
         """Every configured connection: the env-var defaults first, then crm-mcp.toml tables."""
         out: list[ConnectionSettings] = []
-        if self.ghl_token is not None or self.ghl_location_id:
+        if self.ghl_token is not None or self.ghl_location_id or self.ghl_client_id:
             out.append(
                 ConnectionSettings(
                     name="gohighlevel",
@@ -150,7 +155,11 @@ class Settings(BaseSettings):
                         "calendar_id": self.ghl_calendar_id,
                         "base_url": self.ghl_base_url,
                         "webhook_public_key": self.ghl_webhook_public_key,
+                        "webhook_ed25519_public_key": self.ghl_webhook_ed25519_public_key,
                         "respect_free_slots": self.ghl_respect_free_slots,
+                        "client_id": self.ghl_client_id,
+                        "client_secret": _secret(self.ghl_client_secret),
+                        "refresh_token": _secret(self.ghl_refresh_token),
                     },
                 )
             )
@@ -173,6 +182,10 @@ class Settings(BaseSettings):
         return out
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Load settings, turning validation errors into one readable ConfigurationError."""
     from pydantic import ValidationError
@@ -182,7 +195,13 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = [f"CRM_MCP_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
         raise ConfigurationError("Invalid settings:\n  " + "\n  ".join(lines)) from None
-    for secret in (settings.secret_key, settings.http_token, settings.ghl_token):
+    for secret in (
+        settings.secret_key,
+        settings.http_token,
+        settings.ghl_token,
+        settings.ghl_client_secret,
+        settings.ghl_refresh_token,
+    ):
         if secret is not None:
             register_secret(secret.get_secret_value())
     return settings

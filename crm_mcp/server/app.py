@@ -28,7 +28,7 @@ def build_server(
     /healthz and /webhooks stay open: webhooks carry their own signatures).
     """
     from crm_mcp.resources import sync as sync_resources
-    from crm_mcp.server import routes
+    from crm_mcp.server import routes, webhooks
     from crm_mcp.tools import appointments, prompts, sync
 
     auth: dict[str, Any] = {}
@@ -57,4 +57,5 @@ def build_server(
     sync_resources.register(server, rt)
     prompts.register(server)
     routes.register(server, rt)
+    webhooks.register(server, rt)
     return server

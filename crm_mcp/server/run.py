@@ -44,11 +44,31 @@ def sandbox_settings(settings: Settings, base_url: str) -> Settings:
 
 
 async def run_worker_loop(rt: Runtime, stop: asyncio.Event | None = None) -> None:
-    """Warm up (imports, migrations) and then deliver outbox operations until cancelled."""
+    """Warm up (imports, migrations), then deliver the outbox and process the inbox until cancelled."""
     await rt.warm_up()
     worker = await build_worker(rt)
-    log.info("outbox worker %s started", worker.worker_id)
-    await worker.run_forever(stop)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_inbox_loop, rt, stop)
+        await worker.run_forever(stop)
+        tg.cancel_scope.cancel()
+
+
+async def run_inbox_loop(rt: Runtime, stop: asyncio.Event | None = None, interval_s: float = 2.0) -> None:
+    """Apply stored webhook events to local records. The webhook route processes right after it
+    answers; this loop picks up whatever a crash or a failed pass left behind."""
+    from crm_mcp.sync.inbox import process_pending
+
+    db = await rt.database()
+    while stop is None or not stop.is_set():
+        try:
+            done = await process_pending(db, now=rt.clock())
+        except Exception:
+            log.exception("inbox pass failed; retrying after a pause")
+            done = 0
+        if done:
+            rt.touch()
+        else:
+            await asyncio.sleep(interval_s)
 
 
 async def build_worker(rt: Runtime) -> Any:
@@ -128,9 +148,30 @@ def _http_auth(settings: Settings, transport: Transport, host: str, port: int) -
     return {"http_token": settings.http_token.get_secret_value(), "public_url": f"http://{host}:{port}"}
 
 
-async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+async def run_worker(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    webhooks_port: int | None = None,
+    webhooks_host: str = "127.0.0.1",
+) -> None:
+    """`crm-mcp worker`: the outbox worker alone, optionally receiving webhooks for stdio setups."""
     rt = Runtime(settings)
     try:
-        await run_worker_loop(rt, stop)
+        async with anyio.create_task_group() as tg:
+            if webhooks_port is not None:
+                tg.start_soon(_serve_webhooks, rt, webhooks_host, webhooks_port)
+            await run_worker_loop(rt, stop)
+            tg.cancel_scope.cancel()
     finally:
         await rt.aclose()
+
+
+async def _serve_webhooks(rt: Runtime, host: str, port: int) -> None:
+    import uvicorn
+
+    from crm_mcp.server.webhooks import build_webhook_app
+
+    config = uvicorn.Config(build_webhook_app(rt), host=host, port=port, log_level="warning")
+    log.info("receiving webhooks at http://%s:%d/webhooks/{provider}/{connection}", host, port)
+    await uvicorn.Server(config).serve()

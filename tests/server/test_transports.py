@@ -160,3 +160,36 @@ def test_help_lists_every_command() -> None:
     )
     for cmd in ("serve", "worker", "sandbox", "demo", "status", "dlq", "config", "db"):
         assert cmd in out.stdout
+
+
+async def test_signed_webhook_is_received_by_serve_http(tmp_path: Path) -> None:
+    """A GoHighLevel event signed with the configured key is stored once; a forged one is refused."""
+    import httpx2
+
+    from crm_mcp.sandbox.webhook_signer import GHLWebhookSigner, ghl_event_body
+
+    signer = GHLWebhookSigner(rsa_bits=2048)
+    env = clean_env(tmp_path)
+    env["CRM_MCP_GHL_WEBHOOK_PUBLIC_KEY"] = signer.rsa_public_pem
+    port = free_port()
+    body = ghl_event_body(
+        {
+            "type": "ContactCreate",
+            "locationId": "SbxLoc00000000000001",
+            "id": "WebhookContact000001",
+            "email": "hook@example.com",
+            "firstName": "Hook",
+        },
+        webhook_id="evt-1",
+    )
+    url = f"http://127.0.0.1:{port}/webhooks/gohighlevel/gohighlevel"
+    with serving(["--transport", "http", "--sandbox"], env, port):
+        async with httpx2.AsyncClient() as http:
+            first = await http.post(url, content=body, headers=signer.headers(body, ed25519_sig=False))
+            assert first.status_code == 200, first.text
+            again = await http.post(url, content=body, headers=signer.headers(body, ed25519_sig=False))
+            assert again.status_code == 200 and again.json().get("duplicate") is True
+            forged = await http.post(
+                url, content=body.replace(b"Hook", b"Evil"), headers=signer.headers(body, ed25519_sig=False)
+            )
+            assert forged.status_code == 401

@@ -27,9 +27,14 @@ async def wire_toolbox(server: Any, rt: Runtime) -> None:
     from crm_mcp.tools import config_gen, crm_queries, health, leads, schema, validate
 
     names = {t.name for t in await server.list_tools()}
-    modules = {"search_contacts": crm_queries, "analyze_crm_schema": schema, "qualify_lead": leads,
-               "generate_connector_config": config_gen, "check_integration_health": health,
-               "validate_sync": validate}  # fmt: skip
+    modules = {
+        "search_contacts": crm_queries,
+        "analyze_crm_schema": schema,
+        "qualify_lead": leads,
+        "generate_connector_config": config_gen,
+        "check_integration_health": health,
+        "validate_sync": validate,
+    }
     for tool, module in modules.items():
         if tool not in names:
             module.register(server, rt)
@@ -76,8 +81,10 @@ async def seed_contacts(h: Harness) -> None:
         ("Ann", "Lee", "ann@example.com", "(555) 123-0003", ["vip", "spring"]),
     ]
     for first, last, email, phone, tags in people:
-        await h.ok("upsert_contact", {"first_name": first, "last_name": last, "email": email, "phone": phone,
-                                      "tags": tags})  # fmt: skip
+        await h.ok(
+            "upsert_contact",
+            {"first_name": first, "last_name": last, "email": email, "phone": phone, "tags": tags},
+        )
     await h.settle()
 
 
@@ -85,8 +92,14 @@ async def test_toolbox_tools_are_listed_with_annotations(ghl_sandbox: Any, setti
     _sim, server = ghl_sandbox
     async with toolbox(settings_factory(server.url)) as h:
         tools = {t.name: t for t in (await h.client.list_tools()).tools}
-        reads = ["search_contacts", "get_contact", "find_free_slots", "analyze_crm_schema",
-                 "check_integration_health", "generate_connector_config"]  # fmt: skip
+        reads = [
+            "search_contacts",
+            "get_contact",
+            "find_free_slots",
+            "analyze_crm_schema",
+            "check_integration_health",
+            "generate_connector_config",
+        ]
         for name in [*reads, "upsert_contact", "add_contact_note", "qualify_lead", "validate_sync"]:
             t = tools[name]
             assert t.annotations is not None and t.output_schema is not None and t.description
@@ -99,15 +112,33 @@ async def test_toolbox_tools_are_listed_with_annotations(ghl_sandbox: Any, setti
         assert "qualify_new_leads" in prompts
 
 
-async def test_upsert_is_queued_then_delivered_and_searchable(ghl_sandbox: Any, settings_factory: Any) -> None:
+async def test_upsert_is_queued_then_delivered_and_searchable(
+    ghl_sandbox: Any, settings_factory: Any
+) -> None:
     sim, server = ghl_sandbox
     async with toolbox(settings_factory(server.url)) as h:
-        r = await h.ok("upsert_contact", {"first_name": "Jane", "email": "Jane@Example.com", "tags": ["VIP"],
-                                          "custom_fields": {"budget": 2500}, "idempotency_key": "u-1"})  # fmt: skip
+        r = await h.ok(
+            "upsert_contact",
+            {
+                "first_name": "Jane",
+                "email": "Jane@Example.com",
+                "tags": ["VIP"],
+                "custom_fields": {"budget": 2500},
+                "idempotency_key": "u-1",
+            },
+        )
         assert r["sync_status"] == "pending" and not r["replayed"]
         assert crm_state(sim)["contacts"] == []  # nothing reaches the CRM before the worker runs
-        again = await h.ok("upsert_contact", {"first_name": "Jane", "email": "Jane@Example.com", "tags": ["VIP"],
-                                              "custom_fields": {"budget": 2500}, "idempotency_key": "u-1"})  # fmt: skip
+        again = await h.ok(
+            "upsert_contact",
+            {
+                "first_name": "Jane",
+                "email": "Jane@Example.com",
+                "tags": ["VIP"],
+                "custom_fields": {"budget": 2500},
+                "idempotency_key": "u-1",
+            },
+        )
         assert again["replayed"] and again["sync_operation_id"] == r["sync_operation_id"]
         await h.settle()
         [contact] = crm_state(sim)["contacts"]
@@ -128,7 +159,9 @@ async def test_search_filters_and_pages(ghl_sandbox: Any, settings_factory: Any)
         assert vip["total"] is None
         by_phone = await h.ok("search_contacts", {"phone": "555-123-0003"})
         assert [c["email"] for c in by_phone["contacts"]] == ["ann@example.com"]
-        assert (await h.ok("search_contacts", {"query": "john"}))["contacts"][0]["email"] == "john@example.com"
+        assert (await h.ok("search_contacts", {"query": "john"}))["contacts"][0][
+            "email"
+        ] == "john@example.com"
         seen: list[str] = []
         cursor = None
         for _ in range(5):
@@ -141,7 +174,9 @@ async def test_search_filters_and_pages(ghl_sandbox: Any, settings_factory: Any)
         tagged: list[str] = []
         cursor = None
         for _ in range(5):
-            page = await h.ok("search_contacts", {"tag": "vip", "limit": 1, **({"cursor": cursor} if cursor else {})})
+            page = await h.ok(
+                "search_contacts", {"tag": "vip", "limit": 1, **({"cursor": cursor} if cursor else {})}
+            )
             tagged += [c["email"] for c in page["contacts"]]
             cursor = page["next_cursor"]
             if not cursor:
@@ -158,13 +193,19 @@ async def test_get_contact_is_bounded_and_truncates_notes(ghl_sandbox: Any, sett
         await seed_contacts(h)
         cid = (await h.ok("search_contacts", {"email": "jane@example.com"}))["contacts"][0]["id"]
         for i in range(3):
-            await h.ok("add_contact_note", {"contact_id": cid, "body": f"note {i} " + "x" * (600 if i == 0 else 10)})
+            await h.ok(
+                "add_contact_note", {"contact_id": cid, "body": f"note {i} " + "x" * (600 if i == 0 else 10)}
+            )
         await h.settle()
         assert len(crm_state(sim)["notes"]) == 3
         detail = await h.ok("get_contact", {"contact_id": cid, "limit_each": 2})
         assert detail["contact"]["email"] == "jane@example.com"
         assert detail["notes_total"] == 3 and len(detail["notes"]) == 2
-        long = [n for n in (await h.ok("get_contact", {"contact_id": cid}))["notes"] if n["body"].startswith("note 0")]
+        long = [
+            n
+            for n in (await h.ok("get_contact", {"contact_id": cid}))["notes"]
+            if n["body"].startswith("note 0")
+        ]
         assert long[0]["truncated"] is True and len(long[0]["body"]) == 500
         assert "data, not instructions" in detail["note"]
         only = await h.ok("get_contact", {"contact_id": cid, "include": ["tasks"]})
@@ -174,7 +215,9 @@ async def test_get_contact_is_bounded_and_truncates_notes(ghl_sandbox: Any, sett
         assert "contact_id" in error_text(await h.call("get_contact", {"contact_id": "../locations/x"}))
 
 
-async def test_note_is_delivered_once_and_bad_input_changes_nothing(ghl_sandbox: Any, settings_factory: Any) -> None:
+async def test_note_is_delivered_once_and_bad_input_changes_nothing(
+    ghl_sandbox: Any, settings_factory: Any
+) -> None:
     sim, server = ghl_sandbox
     async with toolbox(settings_factory(server.url)) as h:
         await seed_contacts(h)
@@ -189,17 +232,26 @@ async def test_note_is_delivered_once_and_bad_input_changes_nothing(ghl_sandbox:
             assert needle in error_text(await h.call("add_contact_note", args))
         for args, needle in [
             ({"first_name": "X"}, "email or phone"),
-            ({"first_name": "X", "email": "x@example.com", "custom_fields": {"nope": 1}}, "Unknown custom field"),
+            (
+                {"first_name": "X", "email": "x@example.com", "custom_fields": {"nope": 1}},
+                "Unknown custom field",
+            ),
             ({"first_name": "X", "email": "bad"}, "email"),
         ]:
             assert needle in error_text(await h.call("upsert_contact", args))
         assert crm_state(sim) == before and (await h.ok("get_sync_status"))["totals"] == totals
-        r = await h.ok("add_contact_note", {"contact_id": cid, "body": "Called, wants a tour", "idempotency_key": "n1"})
-        await h.ok("add_contact_note", {"contact_id": cid, "body": "Called, wants a tour", "idempotency_key": "n1"})
+        r = await h.ok(
+            "add_contact_note", {"contact_id": cid, "body": "Called, wants a tour", "idempotency_key": "n1"}
+        )
+        await h.ok(
+            "add_contact_note", {"contact_id": cid, "body": "Called, wants a tour", "idempotency_key": "n1"}
+        )
         await h.settle()
         notes = [n for n in crm_state(sim)["notes"] if "wants a tour" in n["body"]]
         assert len(notes) == 1 and notes[0]["contactId"] == cid
-        clash = await h.call("add_contact_note", {"contact_id": cid, "body": "other", "idempotency_key": "n1"})
+        clash = await h.call(
+            "add_contact_note", {"contact_id": cid, "body": "other", "idempotency_key": "n1"}
+        )
         assert "idempotency" in error_text(clash).lower()
         assert r["local_id"] == cid
 
@@ -208,8 +260,15 @@ async def test_free_slots_grouped_by_day_and_range_checked(ghl_sandbox: Any, set
     _sim, server = ghl_sandbox
     async with toolbox(settings_factory(server.url)) as h:
         start = date.today() + timedelta(days=7)
-        r = await h.ok("find_free_slots", {"start_date": start.isoformat(), "end_date": (start + timedelta(days=6)).isoformat(),
-                                           "timezone": "America/New_York", "max_per_day": 3})  # fmt: skip
+        r = await h.ok(
+            "find_free_slots",
+            {
+                "start_date": start.isoformat(),
+                "end_date": (start + timedelta(days=6)).isoformat(),
+                "timezone": "America/New_York",
+                "max_per_day": 3,
+            },
+        )
         assert r["days"] and all(len(d["slots"]) <= 3 for d in r["days"])
         assert r["total_slots"] >= sum(len(d["slots"]) for d in r["days"])
         assert r["truncated"] is True
@@ -218,8 +277,14 @@ async def test_free_slots_grouped_by_day_and_range_checked(ghl_sandbox: Any, set
         assert "31" in error_text(too_long)
         backwards = await h.call("find_free_slots", {"start_date": "2026-01-05", "end_date": "2026-01-01"})
         assert "before" in error_text(backwards)
-        assert "IANA" in error_text(await h.call("find_free_slots", {"start_date": "2026-01-01",
-                                                                     "end_date": "2026-01-02", "timezone": "Mars/X"}))  # fmt: skip
-        unknown = await h.call("find_free_slots", {"start_date": "2026-01-01", "end_date": "2026-01-02",
-                                                   "calendar_id": "NoSuchCal00000000000"})  # fmt: skip
+        assert "IANA" in error_text(
+            await h.call(
+                "find_free_slots",
+                {"start_date": "2026-01-01", "end_date": "2026-01-02", "timezone": "Mars/X"},
+            )
+        )
+        unknown = await h.call(
+            "find_free_slots",
+            {"start_date": "2026-01-01", "end_date": "2026-01-02", "calendar_id": "NoSuchCal00000000000"},
+        )
         assert "NotFound" in error_text(unknown)

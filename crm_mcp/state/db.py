@@ -11,18 +11,20 @@ aiosqlite. Within one process SQLite writes are additionally serialized with an 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _IMMEDIATE = "crm_mcp_begin_immediate"
+_MIGRATION_LOCK = 0x63726D6D6370  # "crmmcp": one advisory lock id for schema migrations
 
 
 def default_sqlite_url(state_dir: Path) -> str:
@@ -81,8 +83,14 @@ class Database:
         path = self.sqlite_path
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_run_alembic_upgrade)
+        async with self.engine.connect() as conn:
+            # Two processes starting at once must not both migrate: take the write lock
+            # (SQLite) or an advisory lock (PostgreSQL) before alembic reads the version.
+            await conn.execution_options(**{_IMMEDIATE: True})
+            async with conn.begin():
+                if not self.is_sqlite:
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+                await conn.run_sync(_run_alembic_upgrade)
 
     async def current_revision(self) -> str | None:
         """The schema revision the database is at (None before the first migration)."""
@@ -123,8 +131,8 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=5000")
+            _ensure_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
@@ -134,3 +142,23 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     def _on_begin(conn: SyncConnection) -> None:
         immediate = conn.get_execution_options().get(_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _ensure_wal(cursor: Any) -> None:
+    """Switch a database to WAL once (the mode is stored in the file).
+
+    The switch needs an exclusive lock and SQLite does not wait on the busy handler for it, so
+    processes creating the same new database at the same moment retry briefly. This only ever
+    happens on a database's very first connections.
+    """
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.02)  # sync hook; only during a first-start race

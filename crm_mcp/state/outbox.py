@@ -236,7 +236,10 @@ async def mark_failed(
         if not retryable:
             reason = f"Failed permanently ({type(error).__name__}): {message}"
         else:
-            reason = f"Gave up at the deadline after {row.attempts} attempt(s); last error: {message}"
+            reason = (
+                f"Gave up after {row.attempts} attempt(s) (deadline or retry budget spent); "
+                f"last error: {message}"
+            )
         letter = (
             await session.execute(select(DeadLetter).where(DeadLetter.operation_id == row.id))
         ).scalar_one_or_none()

@@ -2,20 +2,21 @@
 
 One read-only query set feeds `sync://status`, `get_sync_status`, `check_integration_health`,
 `/readyz` and `crm-mcp status`, so they can never disagree. The verdict rules are data
-(`HealthThresholds`) and the recommendations are plain sentences an agent can act on.
+(`HealthThresholds`) and the recommendations are plain sentences an agent can act on. The models
+import no SQLAlchemy, so a server can publish them as tool schemas cheaply at start-up; the
+queries load it on first use.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_mcp.state.models import OP_STATUSES, DeadLetter, SyncLog, SyncOperation, WorkerHeartbeat
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 Verdict = Literal["healthy", "degraded", "unhealthy"]
 
@@ -25,13 +26,9 @@ class HealthThresholds(BaseModel):
 
     min_success_rate: float = Field(0.9, description="Below this success rate over the window: degraded.")
     degraded_dead_letters: int = Field(0, description="More dead letters than this: degraded.")
-    unhealthy_dead_letters: int = Field(50, description="More dead letters than this: unhealthy.")
-    max_oldest_pending: timedelta = Field(
-        timedelta(minutes=15), description="Oldest pending operation older than this: degraded."
-    )
-    worker_alive_within: timedelta = Field(
-        timedelta(seconds=30), description="A worker seen within this long counts as alive."
-    )
+    max_dead_letters: int = Field(50, description="More dead letters than this: unhealthy.")
+    max_oldest_pending_s: float = Field(900.0, description="Oldest pending older than this (s): degraded.")
+    worker_alive_s: float = Field(30.0, description="A worker seen within this many seconds is alive.")
 
 
 class RecentFailure(BaseModel):
@@ -69,7 +66,7 @@ class SyncStatus(BaseModel):
     )
     pending_backlog: int
     due_now: int
-    oldest_pending_age_seconds: float | None
+    oldest_pending_age_s: float | None
     in_flight: int
     dead_letters: int
     recent_failures: list[RecentFailure]
@@ -78,6 +75,10 @@ class SyncStatus(BaseModel):
     verdict: Verdict
     reasons: list[str]
     recommendations: list[str]
+    connectors: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per-connection breaker / rate-limit snapshots, added by the caller.",
+    )
 
 
 async def sync_status(
@@ -88,6 +89,11 @@ async def sync_status(
     thresholds: HealthThresholds | None = None,
 ) -> SyncStatus:
     """Gather the numbers and judge them against `thresholds`."""
+    # Imported here so the pydantic models above load without SQLAlchemy (fast server start-up).
+    from sqlalchemy import func, select
+
+    from crm_mcp.state.models import OP_STATUSES, DeadLetter, SyncLog, SyncOperation, WorkerHeartbeat
+
     limits = thresholds or HealthThresholds()
     since = now - window
     totals = dict.fromkeys(OP_STATUSES, 0)
@@ -140,7 +146,7 @@ async def sync_status(
             started_at=b.started_at,
             seen_at=b.seen_at,
             processed=b.processed,
-            alive=now - b.seen_at <= limits.worker_alive_within,
+            alive=(now - b.seen_at).total_seconds() <= limits.worker_alive_s,
         )
         for b in beats.scalars()
     ]
@@ -155,9 +161,9 @@ async def sync_status(
             f"(below {limits.min_success_rate:.0%}; {failures} failed of {successes + failures} attempts)."
         )
         advice.append(_failure_advice(recent))
-    if dead_letters > limits.unhealthy_dead_letters:
+    if dead_letters > limits.max_dead_letters:
         unhealthy = True
-        reasons.append(f"{dead_letters} operations are dead (more than {limits.unhealthy_dead_letters}).")
+        reasons.append(f"{dead_letters} operations are dead (more than {limits.max_dead_letters}).")
     elif dead_letters > limits.degraded_dead_letters:
         reasons.append(f"{dead_letters} operation(s) are dead and will not be retried automatically.")
     if dead_letters:
@@ -166,17 +172,17 @@ async def sync_status(
             f"Call list_dead_letters to see why, then retry_failed_sync for the {dead_letters} dead "
             f"operation(s) after fixing {cause}."
         )
-    if oldest_age is not None and oldest_age > limits.max_oldest_pending.total_seconds():
+    if oldest_age is not None and oldest_age > limits.max_oldest_pending_s:
         reasons.append(
             f"The oldest pending operation has waited {_human(timedelta(seconds=oldest_age))} "
-            f"(limit {_human(limits.max_oldest_pending)})."
+            f"(limit {_human(timedelta(seconds=limits.max_oldest_pending_s))})."
         )
     if totals["pending"] + totals["in_flight"] and live == 0:
         reasons.append(
             f"{totals['pending'] + totals['in_flight']} operation(s) are waiting but no worker is alive."
         )
         advice.append("Start a worker: `crm-mcp worker`, or run `crm-mcp serve` without --no-worker.")
-    elif oldest_age is not None and oldest_age > limits.max_oldest_pending.total_seconds():
+    elif oldest_age is not None and oldest_age > limits.max_oldest_pending_s:
         advice.append("The backlog is not draining: check the CRM's rate limits and circuit breakers.")
     verdict: Verdict = "unhealthy" if unhealthy else ("degraded" if reasons else "healthy")
     return SyncStatus(
@@ -189,7 +195,7 @@ async def sync_status(
         success_rate=rate,
         pending_backlog=totals["pending"],
         due_now=due_now,
-        oldest_pending_age_seconds=oldest_age,
+        oldest_pending_age_s=oldest_age,
         in_flight=totals["in_flight"],
         dead_letters=dead_letters,
         recent_failures=recent,

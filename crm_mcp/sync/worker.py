@@ -89,8 +89,9 @@ class OutboxWorker:
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
-        base_delay: float = 1.0,
-        max_delay: float = 300.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 300.0,
+        max_attempts: int | None = None,
     ) -> None:
         self.db = db
         self.handlers = dict(handlers)
@@ -101,7 +102,8 @@ class OutboxWorker:
         self.clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._base_delay, self._max_delay = base_delay, max_delay
+        self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
+        self.max_attempts = max_attempts
         self.processed = 0
         self._started_at: datetime | None = None
         self._last_beat: datetime | None = None
@@ -181,15 +183,16 @@ class OutboxWorker:
             retryable = True
             logger.exception("operation %s (%s) raised an unexpected error", op.id, op.action)
         when = None
-        if retryable:
+        # Out of attempts counts like out of time: no retry_at, so the operation goes dead.
+        if retryable and (self.max_attempts is None or op.attempts < self.max_attempts):
             when = backoff.retry_at(
                 now,
                 op.attempts,
                 _server_wait(exc, now),
                 self._rng,
                 op.deadline_at,
-                base=self._base_delay,
-                cap=self._max_delay,
+                base=self._backoff_base,
+                cap=self._backoff_cap,
             )
         row = await outbox.mark_failed(
             self.db, op, exc, now, retryable=retryable, retry_at=when, duration_ms=duration_ms

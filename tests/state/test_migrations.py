@@ -102,3 +102,15 @@ async def test_write_transaction_rolls_back_on_error(tmp_path: Path) -> None:
             assert (await s.execute(select(Appointment))).first() is None
     finally:
         await db.dispose()
+
+
+async def test_concurrent_first_starts_migrate_once(tmp_path: Path) -> None:
+    import asyncio
+
+    dbs = [Database(f"sqlite+aiosqlite:///{tmp_path}/race.db") for _ in range(3)]
+    try:
+        await asyncio.gather(*(d.upgrade() for d in dbs))
+        assert await dbs[0].current_revision() == "0001"
+    finally:
+        for d in dbs:
+            await d.dispose()

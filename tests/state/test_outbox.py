@@ -192,7 +192,7 @@ async def test_retry_with_backoff_then_dead_after_deadline(db: Database) -> None
     async with db.sessions() as s:
         (letter,) = await outbox.list_dead_letters(s)
         assert letter.operation_id == op.id and letter.action == "appointment.create"
-        assert "deadline" in letter.reason and "still down" in letter.reason
+        assert "Gave up after 4 attempt(s)" in letter.reason and "still down" in letter.reason
         assert [h["attempt"] for h in letter.error_history] == [1, 2, 3, 4]
         assert [h["status_code"] for h in letter.error_history] == [502, 502, 502, 503]
         assert letter.error_history[-1]["outcome"] == "dead"

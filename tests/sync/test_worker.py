@@ -159,7 +159,7 @@ async def test_gives_up_at_the_deadline_with_history(db: Database) -> None:
 
     op_id = await enqueue(db, "k", deadline=timedelta(minutes=30))
     clock = Clock()
-    worker = make_worker(db, {"thing.create": down}, clock, max_delay=120.0)
+    worker = make_worker(db, {"thing.create": down}, clock, backoff_cap=120.0)
     for _ in range(200):
         await worker.run_until_idle()
         op = await status_of(db, op_id)
@@ -324,3 +324,17 @@ async def test_run_forever_stops_and_clears_its_heartbeat(db: Database) -> None:
     assert naps[0] == 0.25
     async with db.sessions() as s:
         assert await s.get(WorkerHeartbeat, "w1") is None
+
+
+async def test_max_attempts_spends_the_retry_budget(db: Database) -> None:
+    async def down(op: SyncOperation, ctx: HandlerContext) -> dict:
+        raise UpstreamUnavailableError("502")
+
+    op_id = await enqueue(db, "k")
+    clock = Clock()
+    worker = make_worker(db, {"thing.create": down}, clock, max_attempts=2)
+    await worker.run_until_idle()
+    clock.now = (await status_of(db, op_id)).next_attempt_at
+    await worker.run_until_idle()
+    op = await status_of(db, op_id)
+    assert (op.status, op.attempts) == ("dead", 2)

@@ -14,6 +14,7 @@ Retry policy lives in ResilientClient: POSTs are marked idempotent only where GH
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from crm_mcp.errors import ConfigurationError, InvalidRequestError, UpstreamUnav
 from .auth import StaticTokenAuth
 from .base import Appointment, Calendar, Contact, ContactPage, FieldSchema, Note, ProviderSpec, Task
 from .http import ResilientClient, check_base_url
+from .oauth import OAuth2RefreshAuth, TokenStore
 
 CONTACTS_VERSION = "2021-07-28"
 CALENDARS_VERSION = "2021-04-15"
@@ -72,6 +74,12 @@ _NEUTRAL_STATUSES = {"new", "confirmed", "cancelled", "showed", "noshow", "inval
 _FIELD_ID = re.compile(r"[A-Za-z0-9]{20}")
 _DATE_KEY = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_SLOT_RANGE = timedelta(days=31)
+# OAuth (crm-apis.md §1.2): form-encoded, no Version header, refresh token rotates on every use.
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path, not a secret
+RECONNECT_HINT = (
+    "Reinstall or reconnect the GoHighLevel Marketplace app for this location, then set the new "
+    "refresh token (CRM_MCP_GHL_REFRESH_TOKEN or refresh_token in crm-mcp.toml) and retry."
+)
 
 _STANDARD_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("firstName", "First Name", "TEXT"),
@@ -241,6 +249,31 @@ def _calendar(c: dict[str, Any]) -> Calendar:
                     slot_duration_minutes=int(duration) if duration is not None else None)  # fmt: skip
 
 
+def oauth_auth(
+    connection: str,
+    base_url: str,
+    *,
+    client_id: str,
+    client_secret: str,
+    refresh_token: str | None,
+    token_store: TokenStore | None = None,
+    token_clock: Callable[[], float] = time.time,
+) -> OAuth2RefreshAuth:
+    """A Location-level OAuth 2 auth for a Marketplace app install (access tokens live 86 399 s)."""
+    return OAuth2RefreshAuth(
+        provider="gohighlevel",
+        connection=connection,
+        token_url=f"{base_url}{TOKEN_PATH}",
+        client_id=client_id,
+        client_secret=client_secret,
+        refresh_token=refresh_token,
+        store=token_store,
+        clock=token_clock,
+        extra_params={"user_type": "Location"},
+        reconnect_hint=RECONNECT_HINT,
+    )
+
+
 class GoHighLevelConnector:
     """One GHL sub-account (location) reached with one token."""
 
@@ -257,29 +290,47 @@ class GoHighLevelConnector:
         self,
         connection: str,
         *,
-        token: str,
+        token: str | None = None,
         location_id: str,
         base_url: str = GHL_SPEC.default_base_url,
         client: ResilientClient | None = None,
         respect_free_slots: bool = False,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
+        token_store: TokenStore | None = None,
+        token_clock: Callable[[], float] = time.time,
         **client_kwargs: Any,
     ) -> None:
         """`respect_free_slots=False` (default) mirrors bookings the local system of record already
         accepted even where GoHighLevel's own availability would refuse them (outside open hours,
         slot taken): losing a confirmed booking is worse than a double entry a human can see.
+
+        Auth: a Private Integration `token`, or OAuth (`client_id`, `client_secret` and a
+        `refresh_token` and/or a `token_store` holding the rotated one) — OAuth wins when both.
         """
         if not location_id:
             raise ConfigurationError("gohighlevel: location_id is required (CRM_MCP_GHL_LOCATION_ID)")
         self.connection = connection
         self.location_id = location_id
         self.respect_free_slots = respect_free_slots
-        self._client = client or ResilientClient(
-            GHL_SPEC,
-            connection,
-            base_url=check_base_url(base_url),
-            auth=StaticTokenAuth(token),
-            **client_kwargs,
-        )
+        if client is None:
+            url = check_base_url(base_url)
+            auth: StaticTokenAuth | OAuth2RefreshAuth
+            if client_id or client_secret:
+                auth = oauth_auth(
+                    connection,
+                    url,
+                    client_id=client_id or "",
+                    client_secret=client_secret or "",
+                    refresh_token=refresh_token,
+                    token_store=token_store,
+                    token_clock=token_clock,
+                )
+            else:
+                auth = StaticTokenAuth(token or "")
+            client = ResilientClient(GHL_SPEC, connection, base_url=url, auth=auth, **client_kwargs)
+        self._client = client
 
     @property
     def client(self) -> ResilientClient:

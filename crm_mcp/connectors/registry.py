@@ -20,22 +20,30 @@ CLIENT_OPTIONS = frozenset(
     | {"max_attempts", "max_retry_time_s", "timeout_s"}
 )
 
+# OAuth 2 with rotating refresh tokens; `token_store` persists them (state.credentials provides one)
+OAUTH_OPTIONS = frozenset({"client_id", "client_secret", "refresh_token", "token_store", "token_clock"})
+
 
 def _gohighlevel(connection: str, options: dict[str, Any]) -> Connector:
     module = importlib.import_module("crm_mcp.connectors.gohighlevel")
-    missing = [k for k in ("token", "location_id") if not options.get(k)]
+    oauth = bool(options.get("client_id") or options.get("client_secret"))
+    needed = ("client_id", "client_secret", "location_id") if oauth else ("token", "location_id")
+    missing = [k for k in needed if not options.get(k)]
+    if oauth and not (options.get("refresh_token") or options.get("token_store")):
+        missing.append("refresh_token")
     if missing:
         raise ConfigurationError(
             f"gohighlevel connection {connection!r} is missing {', '.join(missing)} "
-            "(env CRM_MCP_GHL_TOKEN / CRM_MCP_GHL_LOCATION_ID)"
+            "(env CRM_MCP_GHL_TOKEN, or CRM_MCP_GHL_CLIENT_ID / CRM_MCP_GHL_CLIENT_SECRET / "
+            "CRM_MCP_GHL_REFRESH_TOKEN for OAuth; and CRM_MCP_GHL_LOCATION_ID)"
         )
-    kwargs: dict[str, Any] = {k: v for k, v in options.items() if k in CLIENT_OPTIONS}
+    kwargs: dict[str, Any] = {k: v for k, v in options.items() if k in CLIENT_OPTIONS | OAUTH_OPTIONS}
     if options.get("base_url"):
         kwargs["base_url"] = options["base_url"]
     if "respect_free_slots" in options:
         kwargs["respect_free_slots"] = bool(options["respect_free_slots"])
     connector: Connector = module.GoHighLevelConnector(
-        connection, token=options["token"], location_id=options["location_id"], **kwargs
+        connection, token=options.get("token"), location_id=options["location_id"], **kwargs
     )
     return connector
 

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_mcp.sandbox import ghl_store as st
 from crm_mcp.sandbox.faults import FaultInjector, apply_fault
+from crm_mcp.sandbox.ghl_oauth import GHLOAuth
 from crm_mcp.sandbox.ghl_store import ApiError, RateLimiter, Stats, validate
 
 SANDBOX_TOKEN = "sandbox-ghl-token"  # noqa: S105 - a published test credential
@@ -101,7 +102,7 @@ class _Pipeline:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or path.startswith("/_sandbox"):
+        if scope["type"] != "http" or path.startswith(("/_sandbox", "/oauth/")):
             await self.app(scope, receive, send)
             return
         try:
@@ -127,7 +128,7 @@ class _Pipeline:
                 return
         headers = dict(scope.get("headers") or [])
         auth = headers.get(b"authorization", b"").decode("latin-1")
-        if auth != f"Bearer {cfg.token}":
+        if auth != f"Bearer {cfg.token}" and not sb.oauth.accepts(auth):
             body = _nest(401, "Invalid token: access token is invalid", "Unauthorized")
             await _send_json(send, 401, body, sb.limiter.peek(cfg.location_id))
             sb._stats.record(route, 401)
@@ -176,8 +177,9 @@ class GHLSandbox:
             lock=self.lock,
         )
         self._api_routes: list[Route] = self.api.routes()
+        self.oauth = GHLOAuth(location_id=self.config.location_id, clock=clock)
         self.app = Starlette(
-            routes=[*self._control_routes(), *self._api_routes],
+            routes=[*self._control_routes(), *self.oauth.routes(), *self._api_routes],
             middleware=[Middleware(_Pipeline, sandbox=self)],
             exception_handlers={HTTPException: self._http_error},
         )

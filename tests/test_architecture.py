@@ -66,14 +66,14 @@ def test_nothing_imports_server_or_cli() -> None:
 
 
 def test_serve_startup_keeps_heavy_modules_lazy() -> None:
-    """Building the server must not import SQLAlchemy, alembic, rich or the sandbox."""
+    """Building the server must not import SQLAlchemy, alembic, aiosqlite or the sandbox."""
     code = (
         "import sys\n"
         "from crm_mcp.settings import load_settings\n"
         "from crm_mcp.runtime import Runtime\n"
         "from crm_mcp.server.app import build_server\n"
         "build_server(Runtime(load_settings(_env_file=None)))\n"
-        "heavy = [m for m in ('sqlalchemy', 'alembic', 'rich', 'crm_mcp.sandbox.gohighlevel', 'aiosqlite')"
+        "heavy = [m for m in ('sqlalchemy', 'alembic', 'crm_mcp.sandbox.gohighlevel', 'aiosqlite')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

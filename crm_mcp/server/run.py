@@ -88,6 +88,7 @@ async def build_worker(rt: Runtime) -> Any:
         backoff_base=s.sync_backoff_base_seconds,
         backoff_cap=s.sync_backoff_cap_seconds,
         max_attempts=s.sync_max_attempts,
+        on_change=rt.touch,
     )
 
 

@@ -92,7 +92,9 @@ class OutboxWorker:
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
         max_attempts: int | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
+        """`on_change` is called after every batch that changed operations (read caches listen)."""
         self.db = db
         self.handlers = dict(handlers)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -104,6 +106,7 @@ class OutboxWorker:
         self._rng = rng or random.Random()
         self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
         self.max_attempts = max_attempts
+        self._on_change = on_change
         self.processed = 0
         self._started_at: datetime | None = None
         self._last_beat: datetime | None = None
@@ -118,6 +121,8 @@ class OutboxWorker:
             return 0
         await asyncio.gather(*(self._process(op) for op in ops))
         self.processed += len(ops)
+        if self._on_change is not None:
+            self._on_change()
         await self._heartbeat(force=True)
         return len(ops)
 
@@ -188,7 +193,7 @@ class OutboxWorker:
             when = backoff.retry_at(
                 now,
                 op.attempts,
-                _server_wait(exc, now),
+                _server_wait(exc),
                 self._rng,
                 op.deadline_at,
                 base=self._backoff_base,
@@ -224,18 +229,14 @@ class OutboxWorker:
             logger.exception("could not remove heartbeat of worker %s", self.worker_id)
 
 
-def _server_wait(exc: BaseException, now: datetime) -> float | None:
-    """Seconds the CRM (or our breaker) asked us to wait, if it said.
+def _server_wait(exc: BaseException) -> float | None:
+    """Seconds the CRM (Retry-After) or our breaker (time until its probe) asked us to wait.
 
-    `CircuitOpenError.until` is taken as a Unix timestamp; a value that is not a plausible one
-    (e.g. a monotonic reading) is ignored and ordinary backoff applies.
+    Both are relative, so they mean the same on every clock (the breaker's own `until` is a
+    monotonic reading and is deliberately not used here).
     """
-    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+    if isinstance(exc, RateLimitedError | CircuitOpenError) and exc.retry_after is not None:
         return max(0.0, float(exc.retry_after))
-    if isinstance(exc, CircuitOpenError) and exc.until is not None:
-        wait = exc.until - now.timestamp()
-        if -86400.0 < wait < 86400.0:
-            return max(0.0, wait)
     return None
 
 

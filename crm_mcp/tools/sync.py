@@ -14,7 +14,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from crm_mcp.state.status_model import SyncStatus
+from crm_mcp.state.status import SyncStatus
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.models import OperationSummary, RetryResult
 

@@ -9,7 +9,7 @@ because the agent may have just learned them from the lead.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -173,6 +173,8 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         """
         rules: ScoringRules = load_rules()
         as_of = rt.clock()
+        if last_activity is not None and last_activity.tzinfo is None:
+            last_activity = last_activity.replace(tzinfo=UTC)  # naive times are taken as UTC
         inline = {
             "first_name": first_name,
             "last_name": last_name,

@@ -8,6 +8,7 @@ model sees a short, secret-free message instead.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -89,7 +90,10 @@ def crm_tool(
                     "unless a sync_operation_id was returned earlier. Check the server log (stderr)."
                 ) from None
 
-        server.add_tool(wrapper, name=name or fn.__name__, title=title, annotations=annotations)
+        description = inspect.cleandoc(fn.__doc__ or "")
+        server.add_tool(
+            wrapper, name=name or fn.__name__, title=title, description=description, annotations=annotations
+        )
         return wrapper
 
     return decorator

@@ -14,6 +14,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from crm_mcp.errors import CRMError
 from crm_mcp.state.status import SyncStatus
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.models import OperationSummary, RetryResult
@@ -126,11 +127,22 @@ async def _compute_status(rt: Runtime) -> SyncStatus:
     db = await rt.database()
     async with db.sessions() as session:
         status = await sync_status(session, now=rt.clock(), thresholds=thresholds)
-    for name, connector in rt.cached_connectors().items():
-        snap = getattr(connector, "snapshot", None)
-        if callable(snap):
-            status.connectors[name] = snap()
+    status.connectors = connector_states(rt)
     return status
+
+
+def connector_states(rt: Runtime) -> dict[str, Any]:
+    """Breaker and quota state per configured connection (no network call: local state only)."""
+    out: dict[str, Any] = {}
+    for conn in rt.connections():
+        try:
+            connector = rt.connector(conn.name, provider=None)
+        except CRMError as exc:
+            out[conn.name] = {"provider": conn.provider, "error": str(exc)}
+            continue
+        snap = getattr(connector, "snapshot", None)
+        out[conn.name] = {"provider": conn.provider, **(snap() if callable(snap) else {})}
+    return out
 
 
 def register(server: MCPServer[Any], rt: Runtime) -> None:

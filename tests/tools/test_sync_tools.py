@@ -30,6 +30,8 @@ async def test_failing_crm_dead_letters_then_retry_delivers(ghl_sandbox: Any, se
         assert status["totals"]["dead"] == 1 and status["dead_letters"] == 1
         assert status["verdict"] in {"degraded", "unhealthy"}
         assert status["recent_failures"]
+        breaker = status["connectors"]["gohighlevel"]["breaker"]
+        assert breaker["trips"] >= 1  # the 503 storm opened the breaker, visible to the agent
 
         # resources show the same
         listed = await h.client.read_resource("sync://dead-letter")

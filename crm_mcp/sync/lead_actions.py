@@ -71,7 +71,7 @@ def build_lead_handlers(
     async def remember_contact(connection: str, lead_id: str | None, contact_id: str) -> None:
         if not lead_id:
             return
-        async with db.sessions() as session, session.begin():
+        async with db.begin_write() as session:
             found = (
                 await session.execute(
                     select(ExternalRef).where(

@@ -246,7 +246,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
 
         db = await rt.database()
         now = rt.clock()
-        async with db.sessions() as session, session.begin():
+        async with db.begin_write() as session:
             op, created = await enqueue(
                 session,
                 idempotency_key=key,
@@ -310,7 +310,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             "contact.note", {"c": connector.connection, "id": contact_id, "b": body}
         )
         db = await rt.database()
-        async with db.sessions() as session, session.begin():
+        async with db.begin_write() as session:
             op, created = await enqueue(
                 session,
                 idempotency_key=key,

@@ -271,7 +271,7 @@ async def _apply(
     key = key or derive_key("lead.apply", {"connection": connection, **payload})
     db = await rt.database()
     now = rt.clock()
-    async with db.sessions() as session, session.begin():
+    async with db.begin_write() as session:
         op, created = await enqueue(
             session,
             idempotency_key=key,

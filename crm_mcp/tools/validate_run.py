@@ -230,7 +230,7 @@ async def _enqueue(rt: Any, connection: str, key: str, fixes: list[Fix]) -> list
     db = await rt.database()
     now = rt.clock()
     out: list[Repair] = []
-    async with db.sessions() as s, s.begin():
+    async with db.begin_write() as s:
         for issue, local_id, action, payload, stale in fixes:
             if stale:
                 await s.execute(delete(ExternalRef).where(ExternalRef.id.in_(stale)))

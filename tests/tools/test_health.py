@@ -70,7 +70,7 @@ async def test_thresholds_come_from_settings_and_webhooks_count(
         from crm_mcp.state.models import InboxEvent
 
         db = await h.runtime.database()
-        async with db.sessions() as s, s.begin():
+        async with db.begin_write() as s:
             s.add(
                 InboxEvent(
                     provider="gohighlevel",

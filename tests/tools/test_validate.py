@@ -88,7 +88,7 @@ async def test_drift_is_reported_then_repaired_through_the_outbox(
         )
         db = await h.runtime.database()
         orphan = str(uuid.uuid4())
-        async with db.sessions() as s, s.begin():
+        async with db.begin_write() as s:
             s.add(
                 Appointment(
                     id=orphan,

@@ -29,7 +29,17 @@ def build_server(
     """
     from crm_mcp.resources import sync as sync_resources
     from crm_mcp.server import routes, webhooks
-    from crm_mcp.tools import appointments, prompts, sync
+    from crm_mcp.tools import (
+        appointments,
+        config_gen,
+        crm_queries,
+        health,
+        leads,
+        prompts,
+        schema,
+        sync,
+        validate,
+    )
 
     auth: dict[str, Any] = {}
     if http_token:
@@ -52,10 +62,11 @@ def build_server(
         log_level=rt.settings.log_level,
         **auth,
     )
-    appointments.register(server, rt)
-    sync.register(server, rt)
+    for tools in (appointments, sync, crm_queries, schema, health, validate, leads, config_gen):
+        tools.register(server, rt)
     sync_resources.register(server, rt)
     prompts.register(server)
+    leads.register_prompts(server)
     routes.register(server, rt)
     webhooks.register(server, rt)
     return server

@@ -73,11 +73,19 @@ async def run_inbox_loop(rt: Runtime, stop: asyncio.Event | None = None, interva
 
 async def build_worker(rt: Runtime) -> Any:
     from crm_mcp.sync.actions import build_handlers
+    from crm_mcp.sync.lead_actions import build_lead_handlers
     from crm_mcp.sync.worker import OutboxWorker
 
     db = await rt.database()
     s = rt.settings
-    handlers = build_handlers(db, lambda name: rt.connector(name, provider=None), rt.clock)
+
+    def connector_for(name: str) -> Any:
+        return rt.connector(name, provider=None)
+
+    handlers = {
+        **build_handlers(db, connector_for, rt.clock),
+        **build_lead_handlers(db, connector_for, rt.clock),
+    }
     return OutboxWorker(
         db,
         handlers,

@@ -1,0 +1,62 @@
+"""The operator commands through the real `crm-mcp` entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CRM_MCP_")}
+    base["CRM_MCP_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    base.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "crm_mcp", *args],
+        env=base,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_db_upgrade_then_status_json(tmp_path: Path) -> None:
+    assert run(tmp_path, "db", "upgrade").returncode == 0
+    out = run(tmp_path, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["verdict"] == "healthy" and status["dead_letters"] == 0
+
+
+def test_dlq_commands_on_an_empty_queue(tmp_path: Path) -> None:
+    assert "empty" in run(tmp_path, "dlq", "list").stdout
+    assert json.loads(run(tmp_path, "dlq", "list", "--json").stdout)["count"] == 0
+    missing = run(tmp_path, "dlq", "show", "nope")
+    assert missing.returncode == 1 and "no dead-letter entry" in missing.stderr
+    bare = run(tmp_path, "dlq", "retry")
+    assert bare.returncode == 2 and "--all" in bare.stderr
+    assert "would requeue 0" in run(tmp_path, "dlq", "retry", "--all", "--dry-run").stdout
+
+
+def test_config_generate_prints_no_secret(tmp_path: Path) -> None:
+    out = run(tmp_path, "config", "generate", "--location-id", "SbxLoc00000000000001", "--format", "toml")
+    assert out.returncode == 0
+    assert "[connections.gohighlevel]" in out.stdout and 'location_id = "SbxLoc00000000000001"' in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"CRM_MCP_GHL_BASE_URL": "http://example.com"}, "https://"),
+        ({"CRM_MCP_WORKER_CONCURRENCY": "0"}, "CRM_MCP_WORKER_CONCURRENCY"),
+    ],
+)
+def test_bad_settings_are_one_clear_error(tmp_path: Path, env: dict[str, str], needle: str) -> None:
+    out = run(tmp_path, "status", **env)
+    assert out.returncode == 2
+    assert needle in out.stderr and "Traceback" not in out.stderr

@@ -37,6 +37,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/startup.py
 	$(PY) bench/latency.py
+	$(PY) bench/quota.py
+	$(PY) bench/faults.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

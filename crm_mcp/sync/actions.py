@@ -18,6 +18,7 @@ from sqlalchemy import select
 from crm_mcp.connectors.base import Appointment, Connector, Contact, Note, Task
 from crm_mcp.errors import RetryableError
 from crm_mcp.state.db import Database
+from crm_mcp.state.models import Appointment as LocalAppointment
 from crm_mcp.state.models import ExternalRef, SyncOperation
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,11 @@ def build_handlers(
             ).scalars()
             return {r.remote_type: r.remote_id for r in rows}
 
+    async def local_status(local_id: str) -> str | None:
+        async with db.sessions() as session:
+            appt = await session.get(LocalAppointment, local_id)
+            return appt.status if appt is not None else None
+
     async def appointment_create(op: SyncOperation, ctx: Any) -> dict[str, Any]:
         p = op.payload
         c = connector_for(op.connection)
@@ -239,6 +245,24 @@ def build_handlers(
         event_id, contact_id = refs["appointment"], refs["contact"]
         changes: dict[str, Any] = dict(p["changes"])
         action = p["action"]
+        # The local record is the truth, not the snapshot queued with this operation: if an inbound
+        # CRM change won a conflict (or a later local change followed), this status is stale and
+        # pushing it would undo the winner. Then neither the status nor the lost action's tag and
+        # task are delivered; a later local change delivers itself through its own operation.
+        superseded = False
+        if "status" in changes:
+            current = await local_status(local_id)
+            if current is not None and current != changes["status"]:
+                log.info(
+                    "operation %s: appointment %s is %s locally now; not pushing the stale status %s",
+                    op.id,
+                    local_id,
+                    current,
+                    changes["status"],
+                )
+                del changes["status"]
+                done["superseded_status"] = current
+                superseded = True
         if "updated" not in done:
             update: dict[str, Any] = {}
             if "status" in changes:
@@ -261,7 +285,7 @@ def build_handlers(
             done["updated"] = True
             await ctx.checkpoint(done)
         reason = p.get("reason") or "no reason given"
-        if action == "cancel" and "task_id" not in done:
+        if not superseded and action == "cancel" and "task_id" not in done:
             await c.add_tags(contact_id, ["appointment-cancelled"])
             done["task_id"] = await _find_or_create_task(
                 c,
@@ -271,7 +295,7 @@ def build_handlers(
                 f"The appointment was cancelled ({reason}). Offer a new time.",
                 now() + timedelta(days=1),
             )
-        elif action == "complete" and "task_id" not in done:
+        elif not superseded and action == "complete" and "task_id" not in done:
             await c.add_tags(contact_id, ["customer"])
             done["task_id"] = await _find_or_create_task(
                 c,

@@ -1,0 +1,92 @@
+"""A queued local status change that lost a conflict to the CRM must not push its stale value.
+
+The inbox resolves a conflict by updating the local record; the losing local operation is still in
+the outbox. When the worker delivers it, the appointment.status handler re-reads the local status
+and leaves the CRM alone (and skips the lost action's tag and task) if the record moved on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from crm_mcp.state.models import Appointment, SyncOperation
+from crm_mcp.sync.inbox import Incoming, process_pending_report, store
+from tests.harness import harness
+
+pytestmark = pytest.mark.anyio
+
+BOOKING = {
+    "first_name": "Sam",
+    "email": "sam@example.com",
+    "start_time": "2026-12-01T15:00:00",
+    "timezone": "America/New_York",
+}
+
+
+async def _crm_says(h: Any, event_id: str, status: str, webhook_id: str) -> Any:
+    """Someone changes the appointment in the CRM, and its webhook reaches our inbox."""
+    connector = h.runtime.connector("gohighlevel")
+    await connector.update_appointment(event_id, {"status": status})
+    h.clock.advance(60)
+    payload = {
+        "type": "AppointmentUpdate",
+        "locationId": "x",
+        "appointment": {"id": event_id, "appointmentStatus": status, "dateUpdated": h.clock().isoformat()},
+    }
+    db = await h.runtime.database()
+    await store(
+        db, "gohighlevel", "gohighlevel", [Incoming(webhook_id, "AppointmentUpdate", payload)], h.clock()
+    )
+    return await process_pending_report(db, now=h.clock())
+
+
+async def test_cancel_that_lost_to_showed_in_the_crm_is_not_pushed(
+    ghl_sandbox: Any, settings_factory: Any
+) -> None:
+    sim, server = ghl_sandbox
+    async with harness(settings_factory(server.url)) as h:
+        booked = await h.ok("create_appointment", BOOKING)
+        await h.settle()
+        [event] = sim.snapshot()["appointments"]
+        cancel = await h.ok(
+            "update_appointment_status",
+            {"appointment_id": booked["appointment"]["id"], "action": "cancel", "reason": "busy"},
+        )
+        assert cancel["appointment"]["status"] == "cancelled"  # local; delivery still queued
+
+        report = await _crm_says(h, event["id"], "showed", "wh-showed")
+        [conflict] = report.conflicts
+        assert conflict.resolution.winner == "remote"  # an outcome beats a cancellation
+        db = await h.runtime.database()
+        async with db.sessions() as s:
+            appt = await s.get(Appointment, booked["appointment"]["id"])
+            assert appt is not None and appt.status == "completed"
+
+        await h.settle()
+        snap = sim.snapshot()
+        [event] = snap["appointments"]
+        assert event["appointmentStatus"] == "showed"  # the stale "cancelled" never reached the CRM
+        [contact] = snap["contacts"]
+        assert "appointment-cancelled" not in contact["tags"]
+        assert not any("cancelled" in t["title"].lower() for t in snap["tasks"])
+        async with db.sessions() as s:
+            op = await s.get(SyncOperation, cancel["sync_operation_id"])
+            assert op is not None and op.status == "succeeded"
+            assert op.result is not None and op.result["superseded_status"] == "completed"
+
+
+async def test_status_that_still_holds_is_pushed(ghl_sandbox: Any, settings_factory: Any) -> None:
+    """The re-read changes nothing when the CRM agreed or said nothing: the cancel is delivered."""
+    sim, server = ghl_sandbox
+    async with harness(settings_factory(server.url)) as h:
+        booked = await h.ok("create_appointment", BOOKING)
+        await h.settle()
+        await h.ok(
+            "update_appointment_status", {"appointment_id": booked["appointment"]["id"], "action": "cancel"}
+        )
+        await h.settle()
+        snap = sim.snapshot()
+        assert snap["appointments"][0]["appointmentStatus"] == "cancelled"
+        assert "appointment-cancelled" in snap["contacts"][0]["tags"]

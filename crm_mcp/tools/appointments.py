@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from crm_mcp.errors import IdempotencyError
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.models import AppointmentRecord, AppointmentResult, ContactInfo
 
@@ -293,7 +294,8 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                 "title": title,
                 "notes": notes,
             }
-            key = idempotency_key or derive_key("appointment.status", args)
+            digest = derive_key("appointment.status", args)  # what is asked, whatever the key
+            key = idempotency_key or digest
             prior = await _op_for_key(session, key)
             if prior is None:
                 changes = _apply_transition(appt, action, args, now)
@@ -307,6 +309,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                         "action": action,
                         "reason": reason,
                         "changes": changes,
+                        "request": digest,
                     },
                     entity_type="appointment",
                     entity_id=appt.id,
@@ -314,8 +317,12 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                     deadline=timedelta(seconds=rt.settings.sync_deadline_seconds),
                 )
             else:
-                if prior.entity_id != appointment_id:
-                    raise ToolError("This idempotency_key was used for another appointment; use a new key.")
+                if not _same_status_request(prior, appointment_id, action, digest):
+                    raise IdempotencyError(
+                        f"idempotency key {key!r} was already used for a different request "
+                        f"({prior.action} of appointment {prior.entity_id}, operation {prior.id}); "
+                        "use a new key for a different request"
+                    )
                 op, created = prior, False
         rt.touch()
         return AppointmentResult(
@@ -335,6 +342,16 @@ async def _op_for_key(session: Any, key: str) -> Any:
     return (
         await session.execute(select(SyncOperation).where(SyncOperation.idempotency_key == key))
     ).scalar_one_or_none()
+
+
+def _same_status_request(prior: Any, appointment_id: str, action: str, digest: str) -> bool:
+    """Whether a saved operation was made by this very update_appointment_status request."""
+    payload = prior.payload or {}
+    if prior.action != "appointment.status" or prior.entity_id != appointment_id:
+        return False
+    if "request" in payload:
+        return bool(payload["request"] == digest)
+    return bool(payload.get("action") == action)  # queued before requests were fingerprinted
 
 
 _TRANSITIONS: dict[str, tuple[set[str], str | None]] = {

@@ -7,9 +7,14 @@ provider's headers (remaining / max / interval / daily remaining / reset) and a 
 after a 429. That is a small sliding-window log plus a FIFO queue of waiters, which this module is.
 
 How a slot is chosen (all on the injected monotonic clock):
-- sliding window: at most `capacity = max - safety_margin` sends in any `interval` span;
-- server view: after a response says `remaining=R`, spend at most `R - margin` more until that
-  window has surely rolled over, spreading them evenly (so we slow down *before* the wall);
+- sliding window: at most `limit` sends in any `interval` span. A request occupies the window
+  from its send until it is answered and from its answer on (see `_complete`), which is never
+  earlier than the moment the server counted it, so our window frees no sooner than the server's
+  and no safety margin is spent on our own traffic;
+- server view: after a response says `remaining=R`, compare it with what our own log left. If the
+  server counts more than we sent (another client spends the same quota), spend at most
+  `R - margin` more until that window has surely rolled over, spreading them evenly (so we slow
+  down *before* the wall); if it agrees with our count, the log already keeps us under the limit;
 - daily budget: once the provider's daily remaining is spent, the next slot is the daily reset;
 - penalty: after a 429 nobody sends until the penalty ends.
 A slot further away than `max_wait_s` raises `RateLimitedError(retry_after=...)` instead.
@@ -111,6 +116,7 @@ class RateLimiter:
         self._server_at: float | None = None
         self._server_remaining = 0
         self._sent_since_obs = 0
+        self._own_left_at_obs = 0  # what our own log left in the window when the server spoke
         # daily budget: remaining as of last observation minus what we sent since; reset epoch
         self._daily_remaining: int | None = None
         self._daily_reset_epoch: float | None = None
@@ -136,7 +142,7 @@ class RateLimiter:
 
     @property
     def capacity(self) -> int:
-        return max(1, self.limit - safety_margin(self.limit))
+        return max(1, self.limit)
 
     # -- decisions -------------------------------------------------------------------------
     def next_slot(self, now: float) -> float:
@@ -154,11 +160,14 @@ class RateLimiter:
         window_end = self._server_at + self.interval_s
         if now >= window_end:
             return now  # that window has rolled over; the local log governs again
-        budget = self._server_remaining - safety_margin(self.limit) - self._sent_since_obs
+        server_left = self._server_remaining - self._sent_since_obs
+        if server_left >= self._own_left_at_obs - self._sent_since_obs:
+            return now  # the server counts what we sent: our own window log governs
+        budget = server_left - safety_margin(self.limit)
         if budget <= 0:
             return window_end
         low_water = max(2, self.limit // 4)
-        if self._server_remaining - self._sent_since_obs > low_water:
+        if server_left > low_water:
             return now
         # pace the remaining budget evenly over what is left of the server's window
         spacing = (window_end - now) / (budget + 1)
@@ -254,6 +263,8 @@ class RateLimiter:
                 self._server_at = now
                 self._server_remaining = remaining
                 self._sent_since_obs = 0
+                self._prune(now)
+                self._own_left_at_obs = self.limit - len(self._log)
         daily_limit = _int_header(headers, day_lim_h)
         if daily_limit:
             self.daily_limit = daily_limit

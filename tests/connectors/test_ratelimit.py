@@ -42,9 +42,10 @@ async def test_sequential_burst_never_exceeds_window(fake_time: Any) -> None:
     for _ in range(350):
         await rl.acquire()
         sent.append(t.now)
-    assert max_in_any_window(sent, 10.0) <= 100 - safety_margin(100)
-    # and it does not crawl: 350 requests at ~95 per 10 s take about 35 s of virtual time
-    assert sent[-1] - sent[0] < 40
+    # the provider's limit is the bound (our own traffic needs no reserve: see the module docstring)
+    assert max_in_any_window(sent, 10.0) <= 100
+    # and it uses the whole quota: 350 requests at 100 per 10 s take just over 30 s of virtual time
+    assert sent[-1] - sent[0] < 31
 
 
 @pytest.mark.anyio
@@ -57,7 +58,7 @@ async def test_learns_window_from_headers(fake_time: Any) -> None:
     for _ in range(100):
         await rl.acquire()
         sent.append(t.now)
-    assert max_in_any_window(sent, 2.0) <= 19
+    assert max_in_any_window(sent, 2.0) <= 20
 
 
 @pytest.mark.anyio

@@ -95,6 +95,8 @@ class Runtime:
             from crm_mcp.connectors.registry import build_connector
 
             options = {**conn.options, **self._connector_overrides}
+            if options.get("client_id") or options.get("client_secret"):
+                options.setdefault("token_store", _DatabaseTokenStore(self))
             self._connectors[conn.name] = build_connector(conn.provider, conn.name, options)
         return self._connectors[conn.name]
 
@@ -134,6 +136,34 @@ class Runtime:
             "database": _redact_url(self.settings.resolved_database_url()),
             "connections": [{"name": c.name, "provider": c.provider} for c in self.connections()],
         }
+
+
+class _DatabaseTokenStore:
+    """OAuth tokens persisted encrypted in the database (rotated refresh tokens survive restarts).
+
+    The connector is built synchronously, the database opens asynchronously: this adapter opens
+    it (and the encryption key, from CRM_MCP_SECRET_KEY or the state dir) on first use.
+    """
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._store: Any = None
+
+    async def _get(self) -> Any:
+        if self._store is None:
+            from crm_mcp.state.credentials import CredentialCipher, EncryptedTokenStore
+
+            s = self._rt.settings
+            secret = s.secret_key.get_secret_value() if s.secret_key else None
+            cipher = await asyncio.to_thread(CredentialCipher.from_settings, secret, s.state_dir)
+            self._store = EncryptedTokenStore(await self._rt.database(), cipher)
+        return self._store
+
+    async def load_tokens(self, provider: str, connection: str) -> dict[str, Any] | None:
+        return await (await self._get()).load_tokens(provider, connection)  # type: ignore[no-any-return]
+
+    async def save_tokens(self, provider: str, connection: str, tokens: dict[str, Any]) -> None:
+        await (await self._get()).save_tokens(provider, connection, tokens)
 
 
 def _redact_url(url: str) -> str:

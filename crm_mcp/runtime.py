@@ -95,6 +95,8 @@ class Runtime:
             from crm_mcp.connectors.registry import build_connector
 
             options = {**conn.options, **self._connector_overrides}
+            if self.settings.redis_url:  # one rate-limit budget and breaker across processes
+                options.setdefault("redis_url", self.settings.redis_url)
             if options.get("client_id") or options.get("client_secret"):
                 options.setdefault("token_store", _DatabaseTokenStore(self))
             self._connectors[conn.name] = build_connector(conn.provider, conn.name, options)
@@ -124,6 +126,11 @@ class Runtime:
         for connector in self._connectors.values():
             try:
                 await connector.aclose()
+                # a Redis-shared limiter owns a Redis client (see connectors.shared_state)
+                limiter = getattr(getattr(connector, "client", None), "limiter", None)
+                close_limiter = getattr(limiter, "aclose", None)
+                if close_limiter is not None:
+                    await close_limiter()
             except Exception:  # pragma: no cover - best effort on shutdown
                 log.debug("connector close failed", exc_info=True)
         self._connectors.clear()

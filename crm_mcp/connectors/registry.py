@@ -12,7 +12,7 @@ from typing import Any
 
 from crm_mcp.errors import ConfigurationError
 
-from .base import Connector
+from .base import Connector, ProviderSpec
 
 # options every provider's client understands (passed through to ResilientClient)
 CLIENT_OPTIONS = frozenset(
@@ -22,6 +22,21 @@ CLIENT_OPTIONS = frozenset(
 
 # OAuth 2 with rotating refresh tokens; `token_store` persists them (state.credentials provides one)
 OAUTH_OPTIONS = frozenset({"client_id", "client_secret", "refresh_token", "token_store", "token_clock"})
+
+
+def _shared_guards(spec: ProviderSpec, connection: str, options: dict[str, Any]) -> dict[str, Any]:
+    """With `redis_url`, a limiter and breaker shared by every process using this connection.
+
+    An explicit `limiter` / `breaker` option wins (tests inject their own).
+    """
+    url = options.get("redis_url")
+    if not url or ("limiter" in options and "breaker" in options):
+        return {}
+    from .shared_state import build_shared_guards
+
+    # on Redis server time, so the real sleep: an injected virtual `sleep` would not match it
+    guards = build_shared_guards(spec, connection, url, breaker="breaker" not in options)
+    return {k: v for k, v in guards.items() if k not in options}
 
 
 def _gohighlevel(connection: str, options: dict[str, Any]) -> Connector:
@@ -38,6 +53,7 @@ def _gohighlevel(connection: str, options: dict[str, Any]) -> Connector:
             "CRM_MCP_GHL_REFRESH_TOKEN for OAuth; and CRM_MCP_GHL_LOCATION_ID)"
         )
     kwargs: dict[str, Any] = {k: v for k, v in options.items() if k in CLIENT_OPTIONS | OAUTH_OPTIONS}
+    kwargs.update(_shared_guards(module.GHL_SPEC, connection, options))
     if options.get("base_url"):
         kwargs["base_url"] = options["base_url"]
     if "respect_free_slots" in options:

@@ -422,6 +422,8 @@ class _WriteBehind:
                     await op()
                 except SharedStateUnavailable as exc:
                     self._degrade(exc)
+                except Exception:  # a bug must not break the request path; say so loudly
+                    log.exception("shared state update failed")
 
 
 class RedisRateLimiter(_WriteBehind):

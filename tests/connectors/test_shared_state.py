@@ -360,3 +360,60 @@ async def test_runtime_builds_shared_guards_when_redis_url_is_set(
         assert snap["shared"] is True and snap["in_window"] >= 1
     finally:
         await rt.aclose()
+
+
+_WORKER = """
+import asyncio, sys
+from crm_mcp.connectors.gohighlevel import GHL_SPEC, GoHighLevelConnector
+from crm_mcp.connectors.shared_state import build_shared_guards
+from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+
+async def main(base_url, redis_url, connection, n):
+    guards = build_shared_guards(GHL_SPEC, connection, redis_url)
+    c = GoHighLevelConnector(connection, token=SANDBOX_TOKEN, location_id=SANDBOX_LOCATION_ID,
+                             base_url=base_url, max_attempts=1, **guards)
+    try:
+        await asyncio.gather(*(c.ping() for _ in range(n)))
+    finally:
+        await c.aclose()
+        await guards["limiter"].aclose()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+"""
+
+
+@pytest.mark.slow
+async def test_separate_os_processes_share_the_quota(
+    small_quota_sandbox: tuple[Any, Any], connection: str
+) -> None:
+    """Three real worker processes (own interpreters, own Redis clients) against one 20 / 2 s quota."""
+    import sys
+
+    sim, server = small_quota_sandbox
+    warm = build_shared_guards(GHL_SPEC, connection, REDIS_URL)
+    from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+
+    first = GoHighLevelConnector(
+        connection, token=SANDBOX_TOKEN, location_id=SANDBOX_LOCATION_ID, base_url=server.url, **warm
+    )
+    await first.ping()  # the learned 20 / 2 s limit is in Redis before the workers start
+    await first.aclose()
+    await warm["limiter"].aclose()
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _WORKER,
+            server.url,
+            REDIS_URL,
+            connection,
+            "20",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    results = [await p.communicate() for p in procs]
+    for proc, (_, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err.decode()[-2000:]
+    assert sim.stats["by_status"] == {"200": 61}

@@ -42,12 +42,16 @@ def free_port() -> int:
 
 @contextmanager
 def serving(args: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "crm_mcp", "serve", *args, "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    with serving_command(
+        [sys.executable, "-m", "crm_mcp", "serve", *args, "--port", str(port)], env, port
+    ) as p:
+        yield p
+
+
+@contextmanager
+def serving_command(argv: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server command until it accepts connections on `port`; stop it afterwards."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from crm_mcp.sandbox.ghl_store import REQUEST_SCHEMAS
+from crm_mcp.sandbox.ghl_schemas import REQUEST_SCHEMAS
 from crm_mcp.sandbox.gohighlevel import CALENDARS_VERSION, CONTACTS_VERSION, GHLSandbox
 
 SPECS = Path("/work/shared/specs/gohighlevel")

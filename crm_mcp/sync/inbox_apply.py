@@ -1,0 +1,356 @@
+"""Applying stored GoHighLevel webhook events to the local records (leads and appointments).
+
+The inbox (`crm_mcp.sync.inbox`) proves and stores events; this module decides what each one
+changes. A contact event updates or creates the lead it refers to; an appointment event updates,
+creates or cancels the local appointment. An event older than the CRM state already applied is
+skipped (webhooks arrive out of order), and a field changed on both sides — locally, not yet
+delivered, and in the CRM — goes through the conflict rules instead of being overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_mcp.state.models import Appointment, ExternalRef, InboxEvent, Lead, SyncOperation
+from crm_mcp.sync.conflicts import Policy, Resolution, log_conflict, policy_for, resolve
+from crm_mcp.sync.signatures import parse_timestamp
+
+logger = logging.getLogger(__name__)
+
+
+# CRM appointment status -> local status (the inverse of sync.actions.CRM_STATUS, plus `invalid`).
+GHL_APPOINTMENT_STATUS = {
+    "new": "new",
+    "confirmed": "confirmed",
+    "cancelled": "cancelled",
+    "showed": "completed",
+    "noshow": "noshow",
+    "invalid": "cancelled",
+}
+LEAD_STATUS_KEYS = frozenset({"contact.lead_status", "lead_status"})
+_UNSYNCED = ("pending", "in_flight", "dead")
+# Interim home of an appointment's last applied CRM time, until appointments get a column for it.
+_APPOINTMENT_MARK = "crm_updated_at"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A field both sides changed, with both values and how it was resolved."""
+
+    record_type: str
+    record_id: str
+    field: str
+    local_value: Any
+    remote_value: Any
+    resolution: Resolution
+
+
+@dataclass
+class Outcome:
+    stale: bool = False
+    conflicts: list[Conflict] = field(default_factory=list)
+    parked: str | None = None  # manual-review note, kept on the inbox event
+
+    def merge(
+        self,
+        record_type: str,
+        record_id: str,
+        column: str,
+        local_value: Any,
+        remote_value: Any,
+        local_changed_at: datetime | None,
+        remote_ts: datetime,
+        policies: Mapping[str, Policy],
+    ) -> Any:
+        """The value `column` should take: the CRM's, unless a local change is still undelivered."""
+        if local_value == remote_value or local_changed_at is None:
+            return remote_value
+        name = f"{record_type}.{column}"
+        res = resolve(
+            name, local_value, local_changed_at, remote_value, remote_ts, policy_for(name, dict(policies))
+        )
+        log_conflict(name, record_id, local_value, remote_value, res)
+        self.conflicts.append(Conflict(record_type, record_id, column, local_value, remote_value, res))
+        if res.needs_review:
+            note = f"needs_review: {name} local={local_value!r} remote={remote_value!r}"
+            self.parked = f"{self.parked}; {note}" if self.parked else note
+        return res.value
+
+
+def event_time(payload: Mapping[str, Any], received_at: datetime) -> datetime:
+    """The event's own time: the record's dateUpdated, else the delivery timestamp, else arrival."""
+    inner = payload.get("appointment")
+    inner = inner if isinstance(inner, dict) else {}
+    candidates = [inner.get("dateUpdated"), payload.get("dateUpdated"), payload.get("timestamp")]
+    if str(payload.get("type", "")).endswith("Create"):
+        candidates += [inner.get("dateAdded"), payload.get("dateAdded")]
+    for value in candidates:
+        if (ts := parse_timestamp(value)) is not None:
+            return ts
+    return received_at
+
+
+async def apply_event(
+    session: AsyncSession,
+    ev: InboxEvent,
+    *,
+    now: datetime,
+    policies: Mapping[str, Policy],
+    lead_status_field_ids: Collection[str] = (),
+) -> Outcome:
+    """Apply one stored event to the local records (caller commits). Unknown types are no-ops."""
+    if ev.provider != "gohighlevel":
+        return Outcome()
+    if ev.event_type in ("ContactCreate", "ContactUpdate"):
+        return await _apply_contact(session, ev, now, policies, lead_status_field_ids)
+    if ev.event_type in ("AppointmentCreate", "AppointmentUpdate", "AppointmentDelete"):
+        return await _apply_appointment(session, ev, now, policies, ev.event_type == "AppointmentDelete")
+    return Outcome()
+
+
+async def _ref(
+    session: AsyncSession, connection: str, local_type: str, remote_type: str, remote_id: str
+) -> ExternalRef | None:
+    return (
+        await session.execute(
+            select(ExternalRef)
+            .where(
+                ExternalRef.connection == connection,
+                ExternalRef.local_type == local_type,
+                ExternalRef.remote_type == remote_type,
+                ExternalRef.remote_id == remote_id,
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def _local_changes(session: AsyncSession, entity_type: str, entity_id: str) -> dict[str, datetime]:
+    """Fields with a local change not yet delivered to the CRM, and when the change was made."""
+    ops = await session.execute(
+        select(SyncOperation).where(
+            SyncOperation.entity_type == entity_type,
+            SyncOperation.entity_id == entity_id,
+            SyncOperation.status.in_(_UNSYNCED),
+        )
+    )
+    out: dict[str, datetime] = {}
+    for op in ops.scalars():
+        payload: dict[str, Any] = op.payload or {}
+        keys = set(payload)
+        for nested in ("changes", "contact"):  # appointment.status / contact.upsert payload shapes
+            if isinstance(payload.get(nested), dict):
+                keys |= set(payload[nested])
+        for key in keys:
+            out[key] = max(out.get(key, op.created_at), op.created_at)
+    return out
+
+
+def _lead_status(payload: Mapping[str, Any], field_ids: Collection[str]) -> str | None:
+    for cf in payload.get("customFields") or []:
+        if isinstance(cf, dict) and (cf.get("id") in field_ids or cf.get("key") in LEAD_STATUS_KEYS):
+            value = cf.get("value")
+            if isinstance(value, str) and value.strip():
+                return value.strip().lower().replace(" ", "_")
+    return None
+
+
+async def _lead_for(
+    session: AsyncSession, connection: str, contact_id: str, email: str | None
+) -> Lead | None:
+    ref = await _ref(session, connection, "lead", "contact", contact_id)
+    if ref is not None and (lead := await session.get(Lead, ref.local_id)) is not None:
+        return lead
+    if not email:
+        return None
+    return (
+        await session.execute(
+            select(Lead)
+            .where(Lead.connection == connection, func.lower(Lead.email) == email.lower())
+            .order_by(Lead.created_at)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def _link(
+    session: AsyncSession,
+    connection: str,
+    local_type: str,
+    local_id: str,
+    remote_type: str,
+    remote_id: str,
+    now: datetime,
+) -> None:
+    """Record local <-> remote once; an existing link of that type is kept (and updated for marks)."""
+    existing = (
+        await session.execute(
+            select(ExternalRef).where(
+                ExternalRef.connection == connection,
+                ExternalRef.local_type == local_type,
+                ExternalRef.local_id == local_id,
+                ExternalRef.remote_type == remote_type,
+            )
+        )
+    ).scalar_one_or_none()
+    if existing is None:
+        session.add(
+            ExternalRef(
+                connection=connection,
+                local_type=local_type,
+                local_id=local_id,
+                remote_type=remote_type,
+                remote_id=remote_id,
+                created_at=now,
+            )
+        )
+    elif remote_type == _APPOINTMENT_MARK:
+        existing.remote_id = remote_id
+
+
+async def _apply_contact(
+    session: AsyncSession,
+    ev: InboxEvent,
+    now: datetime,
+    policies: Mapping[str, Policy],
+    status_ids: Collection[str],
+) -> Outcome:
+    p = ev.payload
+    contact_id = str(p["id"])
+    email = str(p.get("email") or "").strip() or None
+    ts = event_time(p, ev.received_at)
+    remote = {
+        "first_name": p.get("firstName"),
+        "last_name": p.get("lastName"),
+        "email": email,
+        "phone": p.get("phone"),
+        "status": _lead_status(p, status_ids),
+    }
+    remote = {k: v for k, v in remote.items() if v is not None}
+    out = Outcome()
+    lead = await _lead_for(session, ev.connection, contact_id, email)
+    if lead is None:
+        lead = Lead(
+            connection=ev.connection,
+            source=str(p.get("source") or "gohighlevel")[:64],
+            data={},
+            created_at=now,
+            updated_at=now,
+            **remote,
+        )
+        session.add(lead)
+        await session.flush()
+    else:
+        last = parse_timestamp((lead.data or {}).get("crm_updated_at"))
+        if last is not None and ts < last:
+            logger.info(
+                "inbox: skipped %s for lead %s: older than the applied CRM state", ev.event_type, lead.id
+            )
+            return Outcome(stale=True)
+        changes = await _local_changes(session, "lead", lead.id)
+        for column, value in remote.items():
+            merged = out.merge(
+                "lead", lead.id, column, getattr(lead, column), value, changes.get(column), ts, policies
+            )
+            setattr(lead, column, merged)
+        lead.updated_at = now
+    await _link(session, ev.connection, "lead", lead.id, "contact", contact_id, now)
+    lead.data = {**(lead.data or {}), "crm_contact_id": contact_id, "crm_updated_at": ts.isoformat()}
+    return out
+
+
+async def _apply_appointment(
+    session: AsyncSession, ev: InboxEvent, now: datetime, policies: Mapping[str, Policy], deleted: bool
+) -> Outcome:
+    p = ev.payload
+    a: dict[str, Any] = p["appointment"] if isinstance(p.get("appointment"), dict) else p
+    remote_id = str(a["id"])
+    ts = event_time(p, ev.received_at)
+    status = (
+        "cancelled" if deleted else GHL_APPOINTMENT_STATUS.get(str(a.get("appointmentStatus") or "").lower())
+    )
+    remote = {
+        "calendar_id": a.get("calendarId"),
+        "start_time": parse_timestamp(a.get("startTime")),
+        "end_time": parse_timestamp(a.get("endTime")),
+        "title": a.get("title"),
+        "notes": a.get("notes"),
+        "status": status,
+    }
+    remote = {k: v for k, v in remote.items() if v is not None}
+    out = Outcome()
+    ref = await _ref(session, ev.connection, "appointment", "appointment", remote_id)
+    appt = await session.get(Appointment, ref.local_id) if ref is not None else None
+    if appt is None:
+        # Created in the CRM (or a Delete that overtook its Create: kept, cancelled, so the late
+        # Create is recognised as older and cannot resurrect it).
+        if "start_time" not in remote:
+            raise ValueError(f"appointment {remote_id} has no readable startTime")
+        contact_id = str(a.get("contactId") or "")
+        ref_lead = await _ref(session, ev.connection, "lead", "contact", contact_id) if contact_id else None
+        lead = await session.get(Lead, ref_lead.local_id) if ref_lead is not None else None
+        appt = Appointment(
+            connection=ev.connection,
+            contact_first_name=lead.first_name if lead else None,
+            contact_last_name=lead.last_name if lead else None,
+            contact_email=lead.email if lead else None,
+            contact_phone=lead.phone if lead else None,
+            source="gohighlevel",
+            created_at=now,
+            updated_at=now,
+            version=1,
+            **{"status": "confirmed", **remote},
+        )
+        session.add(appt)
+        await session.flush()
+        await _link(session, ev.connection, "appointment", appt.id, "appointment", remote_id, now)
+        if contact_id:
+            await _link(session, ev.connection, "appointment", appt.id, "contact", contact_id, now)
+    else:
+        mark = await _ref_of(session, ev.connection, appt.id)
+        if mark is not None and ts < mark:
+            logger.info(
+                "inbox: skipped %s for appointment %s: older than the applied CRM state",
+                ev.event_type,
+                appt.id,
+            )
+            return Outcome(stale=True)
+        if deleted:  # a delete says the booking is gone; it is not an edit of its other fields
+            remote = {"status": "cancelled"}
+        changes = await _local_changes(session, "appointment", appt.id)
+        changed = False
+        for column, value in remote.items():
+            current = getattr(appt, column)
+            merged = out.merge(
+                "appointment", appt.id, column, current, value, changes.get(column), ts, policies
+            )
+            if merged != current:
+                setattr(appt, column, merged)
+                changed = True
+        if changed:
+            appt.version += 1
+            appt.updated_at = now
+    await _link(session, ev.connection, "appointment", appt.id, _APPOINTMENT_MARK, ts.isoformat(), now)
+    return out
+
+
+async def _ref_of(session: AsyncSession, connection: str, appointment_id: str) -> datetime | None:
+    """The CRM time of the last event applied to this appointment (None before the first)."""
+    row = (
+        await session.execute(
+            select(ExternalRef.remote_id).where(
+                ExternalRef.connection == connection,
+                ExternalRef.local_type == "appointment",
+                ExternalRef.local_id == appointment_id,
+                ExternalRef.remote_type == _APPOINTMENT_MARK,
+            )
+        )
+    ).scalar_one_or_none()
+    return parse_timestamp(row) if row else None

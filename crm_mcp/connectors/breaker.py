@@ -30,6 +30,11 @@ class BreakerState(enum.Enum):
     HALF_OPEN = "half_open"
 
 
+def open_time(base_open_s: float, max_open_s: float, consecutive_trips: int) -> float:
+    """Open duration of the n-th consecutive trip: base * 2^(n-1), capped."""
+    return min(max_open_s, base_open_s * 2 ** max(0, consecutive_trips - 1))
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -81,8 +86,7 @@ class CircuitBreaker:
         return sum(1 for _, failed in self._calls if failed) / len(self._calls)
 
     def open_time_for(self, consecutive_trips: int) -> float:
-        """Open duration of the n-th consecutive trip: base * 2^(n-1), capped."""
-        return min(self.max_open_s, self.base_open_s * 2 ** max(0, consecutive_trips - 1))
+        return open_time(self.base_open_s, self.max_open_s, consecutive_trips)
 
     # -- call protocol ----------------------------------------------------------------------
     def allow(self) -> bool:

@@ -50,7 +50,8 @@ class RateLimiterLike(Protocol):
     def snapshot(self) -> dict[str, Any]: ...
 
 
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+def int_header(headers: Mapping[str, str], name: str) -> int | None:
+    """The integer value of header `name` (None when unnamed, absent or unreadable)."""
     if not name:
         return None
     raw = headers.get(name)
@@ -60,6 +61,21 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
         return int(float(raw))
     except ValueError:
         return None
+
+
+def spec_limits(spec: ProviderSpec) -> dict[str, Any]:
+    """A limiter's keyword arguments for the provider's documented limits and header names."""
+    return {
+        "limit": spec.burst_limit,
+        "interval_s": spec.burst_interval_s,
+        "daily_limit": spec.daily_limit,
+        "remaining_header": spec.remaining_header,
+        "limit_header": spec.limit_header,
+        "interval_ms_header": spec.interval_ms_header,
+        "daily_remaining_header": spec.daily_remaining_header,
+        "daily_limit_header": spec.daily_limit_header,
+        "reset_epoch_header": spec.reset_epoch_header,
+    }
 
 
 def next_utc_midnight(wall_now: float) -> float:
@@ -127,18 +143,7 @@ class RateLimiter:
     @classmethod
     def for_spec(cls, spec: ProviderSpec, **kw: Any) -> RateLimiter:
         """A limiter with the provider's documented defaults and header names."""
-        return cls(
-            limit=spec.burst_limit,
-            interval_s=spec.burst_interval_s,
-            daily_limit=spec.daily_limit,
-            remaining_header=spec.remaining_header,
-            limit_header=spec.limit_header,
-            interval_ms_header=spec.interval_ms_header,
-            daily_remaining_header=spec.daily_remaining_header,
-            daily_limit_header=spec.daily_limit_header,
-            reset_epoch_header=spec.reset_epoch_header,
-            **kw,
-        )
+        return cls(**spec_limits(spec), **kw)
 
     @property
     def capacity(self) -> int:
@@ -248,13 +253,13 @@ class RateLimiter:
         """A response (or a failed exchange, with no headers) came back: learn limits from it."""
         self._complete()
         rem_h, max_h, int_h, day_rem_h, day_lim_h, reset_h = self._headers
-        limit = _int_header(headers, max_h)
+        limit = int_header(headers, max_h)
         if limit and limit > 0:
             self.limit = limit
-        interval_ms = _int_header(headers, int_h)
+        interval_ms = int_header(headers, int_h)
         if interval_ms and interval_ms > 0:
             self.interval_s = interval_ms / 1000.0
-        remaining = _int_header(headers, rem_h)
+        remaining = int_header(headers, rem_h)
         if remaining is not None:
             now = self._clock()
             fresh = self._server_at is not None and now < self._server_at + self.interval_s
@@ -265,14 +270,14 @@ class RateLimiter:
                 self._sent_since_obs = 0
                 self._prune(now)
                 self._own_left_at_obs = self.limit - len(self._log)
-        daily_limit = _int_header(headers, day_lim_h)
+        daily_limit = int_header(headers, day_lim_h)
         if daily_limit:
             self.daily_limit = daily_limit
-        daily_remaining = _int_header(headers, day_rem_h)
+        daily_remaining = int_header(headers, day_rem_h)
         if daily_remaining is not None:
             self._daily_remaining = daily_remaining
             self._daily_seen_wall = self._wall()
-        reset = _int_header(headers, reset_h)
+        reset = int_header(headers, reset_h)
         if reset:
             self._daily_reset_epoch = reset / 1000.0 if reset > 10**11 else float(reset)
 

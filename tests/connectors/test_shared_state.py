@@ -19,13 +19,9 @@ import pytest
 
 from crm_mcp.connectors.breaker import BreakerState
 from crm_mcp.connectors.gohighlevel import GHL_SPEC, GoHighLevelConnector
-from crm_mcp.connectors.shared_state import (
-    RedisCircuitBreaker,
-    RedisRateLimiter,
-    RedisStore,
-    build_shared_guards,
-    key_prefix,
-)
+from crm_mcp.connectors.shared_breaker import RedisCircuitBreaker
+from crm_mcp.connectors.shared_redis import RedisStore, key_prefix
+from crm_mcp.connectors.shared_state import RedisRateLimiter, build_shared_guards
 from crm_mcp.errors import CircuitOpenError, RateLimitedError
 from tests.conftest import REDIS_URL, require_service
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +31,7 @@ from crm_mcp.errors import (
     redact,
 )
 from crm_mcp.state.db import Database
-from crm_mcp.state.models import DeadLetter, SyncLog, SyncOperation
+from crm_mcp.state.models import DeadLetter, SyncLog, SyncOperation, new_id
 
 DEFAULT_DEADLINE = timedelta(hours=24)
 
@@ -104,6 +105,95 @@ async def enqueue(
             "use a new key for a different request"
         )
     return existing, False
+
+
+@dataclass(frozen=True)
+class NewOperation:
+    """One operation for `enqueue_many` (the arguments `enqueue` takes one at a time)."""
+
+    idempotency_key: str
+    connection: str
+    action: str
+    payload: dict[str, Any]
+    entity_type: str
+    entity_id: str
+
+
+_CHUNK = 500  # keys per SELECT ... IN and rows per INSERT: well under SQLite's parameter limit
+
+
+async def enqueue_many(
+    session: AsyncSession,
+    items: Sequence[NewOperation],
+    *,
+    now: datetime,
+    deadline: timedelta = DEFAULT_DEADLINE,
+) -> list[tuple[str, bool]]:
+    """`enqueue` for a batch (caller commits): one SELECT for the keys and one multi-row INSERT per
+    chunk instead of a round trip per statement per operation. Returns (operation id, created) per
+    item, in order. Same rules as `enqueue`: a known key with the same request is a replay (also
+    within the batch), with a different request an IdempotencyError; if a concurrent writer takes
+    one of the keys first, the chunk falls back to `enqueue` one by one.
+    """
+    out: list[tuple[str, bool]] = []
+    for first in range(0, len(items), _CHUNK):
+        chunk = items[first : first + _CHUNK]
+        try:
+            async with session.begin_nested():
+                out.extend(await _enqueue_chunk(session, chunk, now, deadline))
+        except IntegrityError:  # a concurrent enqueue won a key: redo this chunk the careful way
+            for item in chunk:
+                op, created = await enqueue(session, **vars(item), now=now, deadline=deadline)
+                out.append((op.id, created))
+    return out
+
+
+async def _enqueue_chunk(
+    session: AsyncSession, chunk: Sequence[NewOperation], now: datetime, deadline: timedelta
+) -> list[tuple[str, bool]]:
+    rows = await session.execute(
+        select(
+            SyncOperation.idempotency_key,
+            SyncOperation.id,
+            SyncOperation.request_hash,
+            SyncOperation.action,
+            SyncOperation.connection,
+        ).where(SyncOperation.idempotency_key.in_([item.idempotency_key for item in chunk]))
+    )
+    known = {key: (op_id, digest, action, conn) for key, op_id, digest, action, conn in rows.all()}
+    out: list[tuple[str, bool]] = []
+    new_rows: list[dict[str, Any]] = []
+    for item in chunk:
+        digest = request_hash(item.action, item.connection, item.payload)
+        if item.idempotency_key in known:
+            op_id, saved, action, conn = known[item.idempotency_key]
+            if saved != digest:
+                raise IdempotencyError(
+                    f"idempotency key {item.idempotency_key!r} was already used for a different "
+                    f"request ({action} on {conn}, operation {op_id}); use a new key for a different request"
+                )
+            out.append((op_id, False))
+            continue
+        op_id = new_id()
+        known[item.idempotency_key] = (op_id, digest, item.action, item.connection)
+        new_rows.append(
+            {
+                **vars(item),
+                "id": op_id,
+                "request_hash": digest,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "deadline_at": now + deadline,
+                "result": {},
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        out.append((op_id, True))
+    if new_rows:
+        await session.execute(insert(SyncOperation), new_rows)
+    return out
 
 
 async def _by_key(session: AsyncSession, key: str) -> SyncOperation | None:

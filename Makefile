@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/latency.py
 	$(PY) bench/quota.py
 	$(PY) bench/faults.py
+	$(PY) bench/outbox.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

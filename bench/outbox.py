@@ -1,0 +1,175 @@
+"""Outbox throughput on SQLite: enqueues per second, and end-to-end delivery against the GHL sandbox.
+
+1. Enqueue: `outbox.enqueue` of appointment.create operations (the tool's payload shape) into a
+   fresh SQLite file: `enqueue`, one transaction per operation (unbatched), and
+   `enqueue_many`, 500 per transaction (batched). Target: >= 5,000 enqueues/s batched.
+2. Delivery: the real worker and `appointment.create` handler deliver to the GoHighLevel simulator
+   (rate limits lifted) answering every request after LATENCY. With C operations in flight, a CRM
+   that answers in LATENCY serves at most C / LATENCY requests/s; the engine is "not the limit" if
+   the measured request rate is >= 0.9 x that ideal. Printed as a ratio per C, measured in this run.
+
+`python bench/outbox.py` (or `make bench`). Takes about half a minute; stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from crm_mcp.sandbox.gohighlevel import (
+    SANDBOX_CALENDAR_ID,
+    SANDBOX_LOCATION_ID,
+    SANDBOX_TOKEN,
+    GHLSandboxConfig,
+)
+from crm_mcp.sandbox.runner import start_ghl_sandbox
+from crm_mcp.state import outbox
+from crm_mcp.state.db import Database
+from crm_mcp.state.models import Appointment
+from crm_mcp.tools.appointments import appointment_payload
+
+LATENCY = 0.050
+START = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
+
+
+def booking(i: int, tag: str, now: datetime) -> Appointment:
+    start = START + timedelta(minutes=30 * i)
+    return Appointment(
+        id=f"{tag}-{i:06d}",
+        connection="gohighlevel",
+        contact_first_name="Bench",
+        contact_last_name=str(i),
+        contact_email=f"{tag}{i}@example.com",
+        contact_phone=None,
+        calendar_id=SANDBOX_CALENDAR_ID,
+        start_time=start,
+        end_time=start + timedelta(minutes=30),
+        timezone="UTC",
+        title=f"Bench {i}",
+        notes=None,
+        status="confirmed",
+        source="bench",
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+
+
+async def enqueue_ops(db: Database, tag: str, n: int, batch: int) -> float:
+    """Enqueue n operations: one `enqueue` per transaction (batch=1) or `enqueue_many` of `batch`
+    per transaction; returns enqueues per second."""
+    now = datetime.now(UTC)
+    items = [
+        outbox.NewOperation(
+            idempotency_key=f"{tag}-{i}",
+            connection="gohighlevel",
+            action="appointment.create",
+            payload=(payload := appointment_payload(booking(i, tag, now))),
+            entity_type="appointment",
+            entity_id=payload["appointment_id"],
+        )
+        for i in range(n)
+    ]
+    t0 = time.perf_counter()
+    for first in range(0, n, batch):
+        async with db.begin_write() as session:
+            if batch == 1:
+                await outbox.enqueue(session, **vars(items[first]), now=now)
+            else:
+                await outbox.enqueue_many(session, items[first : first + batch], now=now)
+    return n / (time.perf_counter() - t0)
+
+
+async def bench_enqueue(tmp: Path, n: int) -> tuple[float, float]:
+    db = Database(f"sqlite+aiosqlite:///{tmp / 'enqueue.db'}")
+    await db.upgrade()
+    try:
+        await enqueue_ops(db, "warm", 200, 100)
+        unbatched = await enqueue_ops(db, "one", n // 5, 1)
+        batched = await enqueue_ops(db, "many", n, 500)
+    finally:
+        await db.dispose()
+    return unbatched, batched
+
+
+async def bench_delivery(tmp: Path, crm_url: str, sim: Any, concurrency: int, ops: int) -> dict[str, float]:
+    from crm_mcp.runtime import Runtime
+    from crm_mcp.server.run import build_worker
+    from crm_mcp.settings import load_settings
+
+    settings = load_settings(
+        _env_file=None,
+        database_url=f"sqlite+aiosqlite:///{tmp / f'deliver-{concurrency}.db'}",
+        state_dir=tmp / "state",
+        ghl_token=SANDBOX_TOKEN,
+        ghl_location_id=SANDBOX_LOCATION_ID,
+        ghl_calendar_id=SANDBOX_CALENDAR_ID,
+        ghl_base_url=crm_url,
+        worker_concurrency=concurrency,
+    )
+    rt = Runtime(settings)
+    try:
+        await rt.warm_up()
+        db = await rt.database()
+        worker = await build_worker(rt)
+        await enqueue_ops(db, f"w{concurrency}-", concurrency, concurrency)  # warm: connection, field ids
+        await worker.run_until_idle()
+        await enqueue_ops(db, f"c{concurrency}-", ops, 500)
+        before = sim.stats["total"]
+        t0 = time.perf_counter()
+        delivered = await worker.run_until_idle(max_rounds=ops)
+        elapsed = time.perf_counter() - t0
+        requests = sim.stats["total"] - before
+    finally:
+        await rt.aclose()
+    assert delivered == ops, f"delivered {delivered} of {ops}"
+    ideal = concurrency / LATENCY
+    return {
+        "ops_s": ops / elapsed,
+        "req_s": requests / elapsed,
+        "req_per_op": requests / ops,
+        "ideal_req_s": ideal,
+        "ratio": requests / elapsed / ideal,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--enqueues", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 16, 32])
+    parser.add_argument("--rounds", type=int, default=4, help="batches of C operations per delivery run")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="crm-mcp-bench-outbox-"))
+
+    unbatched, batched = await bench_enqueue(tmp, args.enqueues)
+    print(f"enqueue (SQLite): unbatched {unbatched:,.0f}/s, batched (500 per transaction) {batched:,.0f}/s")
+    print(f"enqueue_batched_vs_unbatched = {batched / unbatched:.1f}x")
+    print(f"enqueue_batched_ratio = {batched / 5000:.2f}  (batched / 5,000 per s target; >= 1 passes)")
+
+    config = GHLSandboxConfig(burst_max=1_000_000_000, daily_limit=1_000_000_000, latency_s=LATENCY)
+    sim, server = start_ghl_sandbox(config)
+    try:
+        for c in args.concurrency:
+            r = await bench_delivery(tmp, server.url, sim, c, c * args.rounds)
+            print(
+                f"delivery C={c}: {r['ops_s']:.1f} ops/s ({r['req_per_op']:.1f} CRM requests each), "
+                f"{r['req_s']:.1f} CRM requests/s vs ideal C/{LATENCY * 1000:.0f} ms "
+                f"= {r['ideal_req_s']:.0f}/s"
+            )
+            print(f"delivery_ratio_c{c} = {r['ratio']:.2f}  (target >= 0.9)")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

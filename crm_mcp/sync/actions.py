@@ -92,7 +92,7 @@ def _contact_from(payload: Mapping[str, Any]) -> Contact:
     )
 
 
-async def _find_or_create_note(connector: Connector, contact_id: str, ref: str, body: str) -> str:
+async def find_or_create_note(connector: Connector, contact_id: str, ref: str, body: str) -> str:
     for note in await connector.list_notes(contact_id):
         if ref in note.body and note.id:
             return note.id
@@ -101,7 +101,7 @@ async def _find_or_create_note(connector: Connector, contact_id: str, ref: str, 
     return created.id
 
 
-async def _find_or_create_task(
+async def find_or_create_task(
     connector: Connector, contact_id: str, ref: str, title: str, body: str, due: datetime
 ) -> str:
     for task in await connector.list_tasks(contact_id):
@@ -213,13 +213,13 @@ def build_handlers(
             ]
             if p.get("notes"):
                 lines.append(f"Details: {p['notes']}")
-            done["note_id"] = await _find_or_create_note(
+            done["note_id"] = await find_or_create_note(
                 c, contact_id, marker(local_id, "booking"), "\n".join(lines)
             )
             await ctx.checkpoint(done)
         if "task_id" not in done:
             due = max(start - timedelta(days=1), now())
-            done["task_id"] = await _find_or_create_task(
+            done["task_id"] = await find_or_create_task(
                 c,
                 contact_id,
                 marker(local_id, "reminder"),
@@ -287,7 +287,7 @@ def build_handlers(
         reason = p.get("reason") or "no reason given"
         if not superseded and action == "cancel" and "task_id" not in done:
             await c.add_tags(contact_id, ["appointment-cancelled"])
-            done["task_id"] = await _find_or_create_task(
+            done["task_id"] = await find_or_create_task(
                 c,
                 contact_id,
                 marker(op.id, "follow-up"),
@@ -297,7 +297,7 @@ def build_handlers(
             )
         elif not superseded and action == "complete" and "task_id" not in done:
             await c.add_tags(contact_id, ["customer"])
-            done["task_id"] = await _find_or_create_task(
+            done["task_id"] = await find_or_create_task(
                 c,
                 contact_id,
                 marker(op.id, "satisfaction"),
@@ -307,7 +307,7 @@ def build_handlers(
             )
         elif action == "update" and ("title" in changes or "notes" in changes) and "note_id" not in done:
             body = "Appointment updated: " + ", ".join(f"{k}={v}" for k, v in changes.items())
-            done["note_id"] = await _find_or_create_note(c, contact_id, marker(op.id, "update"), body)
+            done["note_id"] = await find_or_create_note(c, contact_id, marker(op.id, "update"), body)
         return done
 
     return {"appointment.create": appointment_create, "appointment.status": appointment_status}

@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from crm_mcp.connectors.base import Connector, Contact, Note, Task
+from crm_mcp.connectors.base import Connector, Contact
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import ExternalRef, Lead, SyncOperation
-from crm_mcp.sync.actions import ConnectorLookup, Handler, marker
+from crm_mcp.sync.actions import ConnectorLookup, Handler, find_or_create_note, find_or_create_task, marker
 
 
 def contact_from_payload(c: Mapping[str, Any]) -> Contact:
@@ -31,28 +31,6 @@ def contact_from_payload(c: Mapping[str, Any]) -> Contact:
         tags=list(c.get("tags") or []),
         custom_fields=dict(c.get("custom_fields") or {}),
     )
-
-
-async def find_or_add_note(connector: Connector, contact_id: str, ref: str, body: str) -> str:
-    for note in await connector.list_notes(contact_id):
-        if ref in note.body and note.id:
-            return note.id
-    created = await connector.add_note(Note(contact_id=contact_id, body=f"{body}\n\n[{ref}]"))
-    assert created.id
-    return created.id
-
-
-async def find_or_add_task(
-    connector: Connector, contact_id: str, ref: str, title: str, body: str, due: datetime
-) -> str:
-    for task in await connector.list_tasks(contact_id):
-        if task.body and ref in task.body and task.id:
-            return task.id
-    created = await connector.create_task(
-        Task(contact_id=contact_id, title=title, body=f"{body}\n\n[{ref}]", due_date=due)
-    )
-    assert created.id
-    return created.id
 
 
 async def field_id(connector: Connector, key: str) -> str | None:
@@ -110,7 +88,7 @@ def build_lead_handlers(
     async def contact_note(op: SyncOperation, ctx: Any) -> dict[str, Any]:
         p = op.payload
         c = connector_for(op.connection)
-        note_id = await find_or_add_note(c, p["contact_id"], marker(op.id, "note"), p["body"])
+        note_id = await find_or_create_note(c, p["contact_id"], marker(op.id, "note"), p["body"])
         return {"contact_id": p["contact_id"], "note_id": note_id}
 
     async def lead_apply(op: SyncOperation, ctx: Any) -> dict[str, Any]:
@@ -140,7 +118,7 @@ def build_lead_handlers(
         task = p.get("task")
         if task and "task_id" not in done:
             due = now() + timedelta(hours=float(task.get("due_hours", 4)))
-            done["task_id"] = await find_or_add_task(
+            done["task_id"] = await find_or_create_task(
                 c, contact_id, marker(op.id, "follow-up"), task["title"], task["body"], due
             )
             await ctx.checkpoint(done)

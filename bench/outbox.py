@@ -8,6 +8,9 @@
    that answers in LATENCY serves at most C / LATENCY requests/s; the engine is "not the limit" if
    the measured request rate is >= 0.9 x that ideal. Printed as a ratio per C, measured in this run.
 
+The simulator runs in a child process of its own, so that it does not share this process's GIL
+(and event loop) with the worker being measured: the bench measures the engine, not the CRM stub.
+
 `python bench/outbox.py` (or `make bench`). Takes about half a minute; stops by itself.
 """
 
@@ -15,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -100,7 +107,50 @@ async def bench_enqueue(tmp: Path, n: int) -> tuple[float, float]:
     return unbatched, batched
 
 
-async def bench_delivery(tmp: Path, crm_url: str, sim: Any, concurrency: int, ops: int) -> dict[str, float]:
+class RemoteSim:
+    """The GHL simulator in a child process; `total()` reads its request counter over HTTP."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve-sim", str(self.port)])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.total()
+                return
+            except OSError:  # URLError and connection refused while it starts
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the simulator process did not start") from None
+                time.sleep(0.05)
+
+    def total(self) -> int:
+        with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=5) as response:
+            return int(json.load(response)["total"])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def serve_sim(port: int) -> None:
+    """Child process: serve the GHL simulator (rate limits lifted, LATENCY per request) until killed."""
+    config = GHLSandboxConfig(burst_max=1_000_000_000, daily_limit=1_000_000_000, latency_s=LATENCY)
+    start_ghl_sandbox(config, port=port)
+    while True:
+        time.sleep(3600)
+
+
+async def bench_delivery(
+    tmp: Path, crm_url: str, sim: RemoteSim, concurrency: int, ops: int
+) -> dict[str, float]:
     from crm_mcp.runtime import Runtime
     from crm_mcp.server.run import build_worker
     from crm_mcp.settings import load_settings
@@ -123,11 +173,11 @@ async def bench_delivery(tmp: Path, crm_url: str, sim: Any, concurrency: int, op
         await enqueue_ops(db, f"w{concurrency}-", concurrency, concurrency)  # warm: connection, field ids
         await worker.run_until_idle()
         await enqueue_ops(db, f"c{concurrency}-", ops, 500)
-        before = sim.stats["total"]
+        before = sim.total()
         t0 = time.perf_counter()
-        delivered = await worker.run_until_idle(max_rounds=ops)
+        delivered = await worker.drain()  # the continuous path run_forever uses
         elapsed = time.perf_counter() - t0
-        requests = sim.stats["total"] - before
+        requests = sim.total() - before
     finally:
         await rt.aclose()
     assert delivered == ops, f"delivered {delivered} of {ops}"
@@ -156,11 +206,10 @@ async def main() -> None:
     print(f"enqueue_batched_vs_unbatched = {batched / unbatched:.1f}x")
     print(f"enqueue_batched_ratio = {batched / 5000:.2f}  (batched / 5,000 per s target; >= 1 passes)")
 
-    config = GHLSandboxConfig(burst_max=1_000_000_000, daily_limit=1_000_000_000, latency_s=LATENCY)
-    sim, server = start_ghl_sandbox(config)
+    sim = RemoteSim()
     try:
         for c in args.concurrency:
-            r = await bench_delivery(tmp, server.url, sim, c, c * args.rounds)
+            r = await bench_delivery(tmp, sim.url, sim, c, c * args.rounds)
             print(
                 f"delivery C={c}: {r['ops_s']:.1f} ops/s ({r['req_per_op']:.1f} CRM requests each), "
                 f"{r['req_s']:.1f} CRM requests/s vs ideal C/{LATENCY * 1000:.0f} ms "
@@ -168,8 +217,11 @@ async def main() -> None:
             )
             print(f"delivery_ratio_c{c} = {r['ratio']:.2f}  (target >= 0.9)")
     finally:
-        server.stop()
+        sim.stop()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve-sim":
+        serve_sim(int(sys.argv[2]))
+    else:
+        asyncio.run(main())

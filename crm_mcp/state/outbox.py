@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -203,18 +203,28 @@ async def _by_key(session: AsyncSession, key: str) -> SyncOperation | None:
 
 
 async def claim_due(
-    db: Database, *, worker_id: str, limit: int, lease: timedelta, now: datetime
+    db: Database,
+    *,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+    exclude: Collection[str] = (),
 ) -> list[SyncOperation]:
     """Lease up to `limit` due operations to `worker_id`, counting an attempt for each.
 
     Due means pending with next_attempt_at <= now, or in flight under an expired lease. SQLite
     serializes claimers with BEGIN IMMEDIATE; PostgreSQL lets them run side by side and skip
-    each other's rows with FOR UPDATE SKIP LOCKED.
+    each other's rows with FOR UPDATE SKIP LOCKED. `exclude`: ids the caller is still working on
+    (a worker that claims while others of its operations run must not start a second attempt of
+    one of them whose lease ran out meanwhile).
     """
     due = or_(
         and_(SyncOperation.status == "pending", SyncOperation.next_attempt_at <= now),
         and_(SyncOperation.status == "in_flight", SyncOperation.lease_until < now),
     )
+    if exclude:
+        due = and_(due, SyncOperation.id.not_in(list(exclude)))
     query = (
         select(SyncOperation)
         .where(due)
@@ -240,12 +250,33 @@ async def checkpoint(
     *,
     worker_id: str | None = None,
     lease_until: datetime | None = None,
+    progress: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge step progress into the operation's `result` so a retry resumes after the last step.
 
     Only while the lease is ours (in flight, and owned by `worker_id` when given); optionally
     extends the lease. Returns the merged progress; raises LeaseLostError otherwise.
+
+    `progress`: the stored progress as the lease holder knows it (what it claimed plus its own
+    checkpoints: while `worker_id` holds the lease nobody else writes it). With it and
+    `worker_id`, the merge happens here and the write is one conditional UPDATE whose row count
+    says whether the lease is still ours, instead of a locking read and an ORM flush.
     """
+    if progress is not None and worker_id is not None:
+        merged = {**progress, **result}
+        values: dict[str, Any] = {"result": merged}
+        if lease_until is not None:
+            values["lease_until"] = lease_until
+        async with db.begin_write() as session:
+            updated = await session.execute(
+                update(SyncOperation)
+                .where(_leased_by(op_id, worker_id))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        if _rowcount(updated) != 1:
+            raise LeaseLostError(f"operation {op_id} is no longer leased by {worker_id}")
+        return merged
     async with db.begin_write() as session:
         op = await session.get(SyncOperation, op_id, with_for_update=True)
         if op is None or op.status != "in_flight" or (worker_id is not None and op.lease_owner != worker_id):
@@ -257,6 +288,19 @@ async def checkpoint(
     return merged
 
 
+def _leased_by(op_id: str, owner: str | None) -> Any:
+    """WHERE clause: the operation is in flight under `owner`'s lease."""
+    return and_(
+        SyncOperation.id == op_id,
+        SyncOperation.status == "in_flight",
+        SyncOperation.lease_owner == owner,
+    )
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
+
+
 async def _leased(session: AsyncSession, op: SyncOperation) -> SyncOperation | None:
     row = await session.get(SyncOperation, op.id, with_for_update=True, populate_existing=True)
     if row is None or row.status != "in_flight" or row.lease_owner != op.lease_owner:
@@ -265,12 +309,48 @@ async def _leased(session: AsyncSession, op: SyncOperation) -> SyncOperation | N
 
 
 async def mark_succeeded(
-    db: Database, op: SyncOperation, result: dict[str, Any], now: datetime, duration_ms: int | None = None
+    db: Database,
+    op: SyncOperation,
+    result: dict[str, Any],
+    now: datetime,
+    duration_ms: int | None = None,
+    *,
+    progress: Mapping[str, Any] | None = None,
 ) -> SyncOperation | None:
     """Record success (merging `result` into the checkpointed progress) and log the attempt.
 
     Returns None if the lease was lost meanwhile: another worker owns the outcome then.
+    `progress`: the stored progress as the lease holder knows it (see `checkpoint`); with it the
+    success is one conditional UPDATE plus the log INSERT, and `op` itself is returned, updated.
     """
+    if progress is None:
+        return await _mark_succeeded_read(db, op, result, now, duration_ms)
+    merged = {**progress, **(result or {})}
+    async with db.begin_write() as session:
+        updated = await session.execute(
+            update(SyncOperation)
+            .where(_leased_by(op.id, op.lease_owner))
+            .values(
+                status="succeeded",
+                result=merged,
+                lease_owner=None,
+                lease_until=None,
+                last_error=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(updated) != 1:
+            return None
+        await session.execute(insert(SyncLog).values(**_log_values(op, now, "success", None, duration_ms)))
+    op.status, op.result, op.last_error, op.updated_at = "succeeded", merged, None, now
+    op.lease_owner = op.lease_until = None
+    return op
+
+
+async def _mark_succeeded_read(
+    db: Database, op: SyncOperation, result: dict[str, Any], now: datetime, duration_ms: int | None
+) -> SyncOperation | None:
     async with db.begin_write() as session:
         row = await _leased(session, op)
         if row is None:
@@ -351,7 +431,13 @@ def _message(error: BaseException) -> str:
 def _log(
     op: SyncOperation, now: datetime, outcome: str, error: BaseException | None, duration_ms: int | None
 ) -> SyncLog:
-    return SyncLog(
+    return SyncLog(**_log_values(op, now, outcome, error, duration_ms))
+
+
+def _log_values(
+    op: SyncOperation, now: datetime, outcome: str, error: BaseException | None, duration_ms: int | None
+) -> dict[str, Any]:
+    return dict(
         operation_id=op.id,
         connection=op.connection,
         action=op.action,

@@ -59,6 +59,11 @@ class HandlerContext:
         """Steps recorded so far, including those of earlier attempts (a copy)."""
         return dict(self._progress)
 
+    @property
+    def stored_progress(self) -> dict[str, Any]:
+        """The progress as stored for this attempt (claimed plus our checkpoints); not a copy."""
+        return self._progress
+
     async def checkpoint(self, result: dict[str, Any]) -> None:
         """Durably record a finished step and extend the lease; raises LeaseLostError if reclaimed."""
         self._progress = await outbox.checkpoint(
@@ -67,6 +72,7 @@ class HandlerContext:
             result,
             worker_id=self._worker.worker_id,
             lease_until=self._worker.clock() + self._worker.lease,
+            progress=self._progress,  # ours alone while we hold the lease: one conditional UPDATE
         )
         self.operation.result = dict(self._progress)
 
@@ -136,22 +142,99 @@ class OutboxWorker:
             total += done
         return total
 
+    async def drain(self) -> int:
+        """Deliver continuously (as `run_forever` does) until nothing is due *now* and nothing is in
+        flight; returns how many were processed."""
+        return await self._run_continuously(None, until_idle=True)
+
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
-        """Poll and deliver until `stop` is set; a clean stop removes this worker's heartbeat."""
+        """Poll and deliver until `stop` is set; a clean stop removes this worker's heartbeat.
+
+        Keeps up to `concurrency` operations in flight and claims more as soon as slots free up
+        (one claim for all the slots freed at that moment), rather than waiting for a whole batch.
+        On stop, nothing more is claimed and the operations in flight are finished.
+        """
         stop = stop or asyncio.Event()
         logger.info("outbox worker %s started", self.worker_id)
         try:
-            while not stop.is_set():
-                try:
-                    done = await self.run_once()
-                except Exception:
-                    logger.exception("outbox worker %s: round failed; retrying after a pause", self.worker_id)
-                    done = 0
-                if done == 0 and not stop.is_set():
-                    await self._pause(stop)
+            await self._run_continuously(stop)
         finally:
             await self._remove_heartbeat()
             logger.info("outbox worker %s stopped after %d operations", self.worker_id, self.processed)
+
+    async def _run_continuously(self, stop: asyncio.Event | None, *, until_idle: bool = False) -> int:
+        running: dict[asyncio.Task[None], str] = {}
+        total = 0
+        stop_waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        try:
+            while True:
+                stopping = stop is not None and stop.is_set()
+                nothing_due = False
+                free = self.concurrency - len(running)
+                if free > 0 and not stopping:
+                    try:
+                        await self._heartbeat()
+                        ops = await outbox.claim_due(
+                            self.db,
+                            worker_id=self.worker_id,
+                            limit=free,
+                            lease=self.lease,
+                            now=self.clock(),
+                            exclude=set(running.values()),
+                        )
+                    except Exception:
+                        if until_idle:
+                            raise
+                        logger.exception(
+                            "outbox worker %s: claim failed; retrying after a pause", self.worker_id
+                        )
+                        ops = []
+                    for op in ops:
+                        running[asyncio.ensure_future(self._process(op))] = op.id
+                    nothing_due = len(ops) < free
+                if not running:
+                    if stopping or until_idle:
+                        if total:
+                            await self._heartbeat(force=True)
+                        return total
+                    await self._pause(stop or asyncio.Event())
+                    continue
+                waiters: set[asyncio.Future[Any]] = set(running)
+                sleeper = None
+                if nothing_due and not until_idle and not stopping:
+                    # Slots are free but nothing was due: look again after a poll interval even if
+                    # nothing finishes (new operations may be enqueued meanwhile).
+                    sleeper = asyncio.ensure_future(self._sleep(self.poll_interval))
+                    waiters.add(sleeper)
+                if stop_waiter is not None and not stopping:
+                    waiters.add(stop_waiter)
+                try:
+                    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if sleeper is not None:
+                        sleeper.cancel()
+                finished = [task for task in done if task in running]
+                for task in finished:
+                    running.pop(task)
+                    if not task.cancelled() and task.exception() is not None:
+                        logger.error(
+                            "outbox worker %s: recording an outcome failed; the lease will expire and "
+                            "the operation be retried",
+                            self.worker_id,
+                            exc_info=task.exception(),
+                        )
+                if finished:
+                    total += len(finished)
+                    self.processed += len(finished)
+                    if self._on_change is not None:
+                        self._on_change()
+        finally:
+            if stop_waiter is not None:
+                stop_waiter.cancel()
+            if running:  # cancelled (or failed) with operations in flight: their leases expire
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def _pause(self, stop: asyncio.Event) -> None:
         waiter = asyncio.ensure_future(stop.wait())
@@ -168,14 +251,17 @@ class OutboxWorker:
         try:
             if handler is None:
                 raise ConfigurationError(f"no handler is registered for action {op.action!r}")
-            result = await handler(op, HandlerContext(self, op))
+            ctx = HandlerContext(self, op)
+            result = await handler(op, ctx)
         except outbox.LeaseLostError:
             logger.warning("operation %s was reclaimed by another worker; dropping our attempt", op.id)
             return
         except Exception as exc:
             await self._failed(op, exc, _elapsed_ms(started))
             return
-        done = await outbox.mark_succeeded(self.db, op, result or {}, self.clock(), _elapsed_ms(started))
+        done = await outbox.mark_succeeded(
+            self.db, op, result or {}, self.clock(), _elapsed_ms(started), progress=ctx.stored_progress
+        )
         if done is None:
             logger.warning("operation %s succeeded after its lease was reclaimed", op.id)
 

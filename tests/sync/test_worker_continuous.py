@@ -1,0 +1,206 @@
+"""The continuous delivery loop (`drain`, `run_forever`) and the outbox's conditional-UPDATE writes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from crm_mcp.state import outbox
+from crm_mcp.state.db import Database
+from crm_mcp.state.models import SyncLog, SyncOperation
+from crm_mcp.sync.worker import HandlerContext, OutboxWorker
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/continuous.db")
+    await database.upgrade()
+    yield database
+    await database.dispose()
+
+
+async def enqueue(db: Database, key: str) -> str:
+    async with db.begin_write() as s:
+        op, _ = await outbox.enqueue(
+            s,
+            idempotency_key=key,
+            connection="fake",
+            action="thing.create",
+            payload={"key": key},
+            entity_type="thing",
+            entity_id=key,
+            now=T0,
+        )
+    return op.id
+
+
+def make_worker(db: Database, handlers: dict, clock: Clock, **kw: Any) -> OutboxWorker:
+    return OutboxWorker(db, handlers, worker_id="w1", clock=clock, rng=random.Random(3), **kw)
+
+
+async def test_drain_claims_as_soon_as_a_slot_frees(db: Database) -> None:
+    """With two slots, the third operation starts while the second is still running."""
+    gates = {f"k{i}": asyncio.Event() for i in range(4)}
+    started: list[str] = []
+    running: set[str] = set()
+    most = 0
+
+    async def handler(op: SyncOperation, ctx: HandlerContext) -> dict:
+        nonlocal most
+        key = op.payload["key"]
+        started.append(key)
+        running.add(key)
+        most = max(most, len(running))
+        await ctx.checkpoint({"step": key})
+        await gates[key].wait()
+        running.discard(key)
+        return {"done": key}
+
+    for key in gates:
+        await enqueue(db, key)
+    changes: list[int] = []
+    worker = make_worker(
+        db, {"thing.create": handler}, Clock(), concurrency=2, on_change=lambda: changes.append(1)
+    )
+    task = asyncio.create_task(worker.drain())
+
+    async def until(cond: Any) -> None:
+        for _ in range(500):
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    await until(lambda: started == ["k0", "k1"])
+    gates["k0"].set()
+    await until(lambda: len(started) == 3)
+    assert "k1" in running  # the batch was not waited for
+    for gate in gates.values():
+        gate.set()
+    assert await asyncio.wait_for(task, 5) == 4
+    assert most == 2 and sorted(started) == sorted(gates) and changes
+    assert worker.processed == 4
+    async with db.sessions() as s:
+        ops = list((await s.execute(select(SyncOperation))).scalars())
+        logs = list((await s.execute(select(SyncLog))).scalars())
+    assert {op.status for op in ops} == {"succeeded"}
+    assert all(op.result == {"step": op.payload["key"], "done": op.payload["key"]} for op in ops)
+    assert all(op.lease_owner is None and op.lease_until is None for op in ops)
+    assert sorted((log.outcome, log.attempt) for log in logs) == [("success", 1)] * 4
+
+
+async def test_a_running_operation_whose_lease_expired_is_not_started_twice(db: Database) -> None:
+    clock = Clock()
+    slow_gate = asyncio.Event()
+    calls: list[str] = []
+
+    async def handler(op: SyncOperation, ctx: HandlerContext) -> dict:
+        key = op.payload["key"]
+        calls.append(key)
+        if key == "slow":
+            await slow_gate.wait()
+        else:
+            clock.now += LEASE * 2  # the slow one's lease runs out meanwhile
+        return {}
+
+    await enqueue(db, "slow")
+    await enqueue(db, "fast")
+    worker = make_worker(db, {"thing.create": handler}, clock, concurrency=2, lease=LEASE)
+    task = asyncio.create_task(worker.drain())
+    for _ in range(200):
+        if len(calls) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # "fast" finished and freed a slot; the worker claimed again
+    slow_gate.set()
+    assert await asyncio.wait_for(task, 5) == 2
+    assert sorted(calls) == ["fast", "slow"]
+
+
+async def test_run_forever_finishes_what_is_in_flight_on_stop(db: Database) -> None:
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    async def handler(op: SyncOperation, ctx: HandlerContext) -> dict:
+        started.set()
+        await gate.wait()
+        return {"ok": True}
+
+    op_id = await enqueue(db, "k")
+    stop = asyncio.Event()
+    worker = make_worker(db, {"thing.create": handler}, Clock(), poll_interval=0.01)
+    task = asyncio.create_task(worker.run_forever(stop))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    gate.set()
+    await asyncio.wait_for(task, 5)
+    async with db.sessions() as s:
+        op = await s.get(SyncOperation, op_id)
+    assert op is not None and op.status == "succeeded" and op.result == {"ok": True}
+
+
+async def test_claim_due_excludes_what_the_caller_still_runs(db: Database) -> None:
+    a, b = await enqueue(db, "a"), await enqueue(db, "b")
+    await outbox.claim_due(db, worker_id="w", limit=2, lease=LEASE, now=T0)
+    later = T0 + LEASE * 2  # both leases expired
+    again = await outbox.claim_due(db, worker_id="w", limit=2, lease=LEASE, now=later, exclude={a})
+    assert [op.id for op in again] == [b]
+
+
+async def test_checkpoint_with_known_progress_is_conditional_on_the_lease(db: Database) -> None:
+    op_id = await enqueue(db, "k")
+    (claimed,) = await outbox.claim_due(db, worker_id="w", limit=1, lease=LEASE, now=T0)
+    progress = await outbox.checkpoint(
+        db, op_id, {"a": 1}, worker_id="w", lease_until=T0 + LEASE * 3, progress={}
+    )
+    progress = await outbox.checkpoint(db, op_id, {"b": 2}, worker_id="w", progress=progress)
+    assert progress == {"a": 1, "b": 2}
+    async with db.sessions() as s:
+        row = await s.get(SyncOperation, op_id)
+    assert row is not None and row.result == {"a": 1, "b": 2} and row.lease_until == T0 + LEASE * 3
+    with pytest.raises(outbox.LeaseLostError):
+        await outbox.checkpoint(db, op_id, {"c": 3}, worker_id="other", progress=progress)
+    # Reclaimed by another worker after the lease ran out: our conditional writes change nothing.
+    (stolen,) = await outbox.claim_due(db, worker_id="w2", limit=1, lease=LEASE, now=T0 + LEASE * 4)
+    with pytest.raises(outbox.LeaseLostError):
+        await outbox.checkpoint(db, op_id, {"c": 3}, worker_id="w", progress=progress)
+    assert await outbox.mark_succeeded(db, claimed, {"d": 4}, T0, 5, progress=progress) is None
+    async with db.sessions() as s:
+        row = await s.get(SyncOperation, op_id)
+        logs = list((await s.execute(select(SyncLog))).scalars())
+    assert row is not None and (row.status, row.lease_owner, row.result) == (
+        "in_flight",
+        "w2",
+        {"a": 1, "b": 2},
+    )
+    assert logs == []
+    done = await outbox.mark_succeeded(db, stolen, {"d": 4}, T0, 7, progress={"a": 1, "b": 2})
+    assert done is stolen and done.status == "succeeded"
+    async with db.sessions() as s:
+        row = await s.get(SyncOperation, op_id)
+        logs = list((await s.execute(select(SyncLog))).scalars())
+    assert row is not None and (row.status, row.lease_owner, row.lease_until) == ("succeeded", None, None)
+    assert row.result == {"a": 1, "b": 2, "d": 4}
+    assert [(log.outcome, log.attempt, log.duration_ms) for log in logs] == [("success", 2, 7)]

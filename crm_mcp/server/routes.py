@@ -14,14 +14,14 @@ if TYPE_CHECKING:
 
 
 def register(server: MCPServer[Any], rt: Runtime) -> None:
-    from crm_mcp.tools.sync import current_status
-
     @server.custom_route("/healthz", methods=["GET"])
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     @server.custom_route("/readyz", methods=["GET"])
     async def readyz(request: Request) -> Response:
+        from crm_mcp.tools.sync import current_status
+
         checks: dict[str, Any] = {}
         try:
             status = await current_status(rt)
@@ -40,6 +40,8 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
 
     @server.custom_route("/metrics", methods=["GET"])
     async def metrics(request: Request) -> Response:
+        from crm_mcp.tools.sync import current_status
+
         s = await current_status(rt)
         lines = ["# TYPE crm_mcp_operations gauge"]
         lines += [f'crm_mcp_operations{{status="{k}"}} {v}' for k, v in s.totals.items()]

@@ -129,9 +129,10 @@ async def serve(
         from crm_mcp.server.app import build_server
 
         auth_kwargs = _http_auth(settings, transport, host, port)
-        server = build_server(rt, **auth_kwargs)
+        server = build_server(rt, defer_catalogue=True, **auth_kwargs)
 
         async with anyio.create_task_group() as tg:
+            tg.start_soon(server.complete_catalogue)
             if worker:
                 tg.start_soon(run_worker_loop, rt)
             else:

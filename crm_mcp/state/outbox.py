@@ -15,11 +15,12 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from crm_mcp.errors import (
     CircuitOpenError,
@@ -232,15 +233,20 @@ async def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    async with db.begin_write() as session:
-        ops = list((await session.execute(query)).scalars())
-        for op in ops:
-            op.status = "in_flight"
-            op.lease_owner = worker_id
-            op.lease_until = now + lease
-            op.attempts += 1
-            op.updated_at = now
-    return ops
+
+    def claim(conn: Connection) -> list[SyncOperation]:
+        with Session(bind=conn, expire_on_commit=False) as session:
+            ops = list(session.execute(query).scalars())
+            for op in ops:
+                op.status = "in_flight"
+                op.lease_owner = worker_id
+                op.lease_until = now + lease
+                op.attempts += 1
+                op.updated_at = now
+            session.flush()
+        return ops
+
+    return await db.run_write(claim)
 
 
 async def checkpoint(
@@ -267,14 +273,8 @@ async def checkpoint(
         values: dict[str, Any] = {"result": merged}
         if lease_until is not None:
             values["lease_until"] = lease_until
-        async with db.begin_write() as session:
-            updated = await session.execute(
-                update(SyncOperation)
-                .where(_leased_by(op_id, worker_id))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-        if _rowcount(updated) != 1:
+        statement = update(_OPS).where(_leased_by(op_id, worker_id)).values(**values)
+        if await db.run_write(lambda conn: _rowcount(conn.execute(statement))) != 1:
             raise LeaseLostError(f"operation {op_id} is no longer leased by {worker_id}")
         return merged
     async with db.begin_write() as session:
@@ -288,13 +288,13 @@ async def checkpoint(
     return merged
 
 
+_OPS = cast(Table, SyncOperation.__table__)
+_LOGS = cast(Table, SyncLog.__table__)
+
+
 def _leased_by(op_id: str, owner: str | None) -> Any:
-    """WHERE clause: the operation is in flight under `owner`'s lease."""
-    return and_(
-        SyncOperation.id == op_id,
-        SyncOperation.status == "in_flight",
-        SyncOperation.lease_owner == owner,
-    )
+    """WHERE clause (Core): the operation is in flight under `owner`'s lease."""
+    return and_(_OPS.c.id == op_id, _OPS.c.status == "in_flight", _OPS.c.lease_owner == owner)
 
 
 def _rowcount(result: Any) -> int:
@@ -326,23 +326,28 @@ async def mark_succeeded(
     if progress is None:
         return await _mark_succeeded_read(db, op, result, now, duration_ms)
     merged = {**progress, **(result or {})}
-    async with db.begin_write() as session:
-        updated = await session.execute(
-            update(SyncOperation)
-            .where(_leased_by(op.id, op.lease_owner))
-            .values(
-                status="succeeded",
-                result=merged,
-                lease_owner=None,
-                lease_until=None,
-                last_error=None,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
+    succeed = (
+        update(_OPS)
+        .where(_leased_by(op.id, op.lease_owner))
+        .values(
+            status="succeeded",
+            result=merged,
+            lease_owner=None,
+            lease_until=None,
+            last_error=None,
+            updated_at=now,
         )
-        if _rowcount(updated) != 1:
-            return None
-        await session.execute(insert(SyncLog).values(**_log_values(op, now, "success", None, duration_ms)))
+    )
+    log = insert(_LOGS).values(**_log_values(op, now, "success", None, duration_ms))
+
+    def write(conn: Connection) -> bool:
+        if _rowcount(conn.execute(succeed)) != 1:
+            return False
+        conn.execute(log)
+        return True
+
+    if not await db.run_write(write):
+        return None
     op.status, op.result, op.last_error, op.updated_at = "succeeded", merged, None, now
     op.lease_owner = op.lease_until = None
     return op

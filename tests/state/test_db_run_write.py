@@ -1,0 +1,96 @@
+"""`Database.run_write`: a synchronous transaction on the SQLite writer thread (or the async engine)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, select
+
+from crm_mcp.state.db import Database
+from crm_mcp.state.models import WorkerHeartbeat
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+BEATS = WorkerHeartbeat.__table__
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/rw.db")
+    await database.upgrade()
+    yield database
+    await database.dispose()
+
+
+def beat(worker_id: str, processed: int = 0) -> dict:
+    return {"worker_id": worker_id, "started_at": T0, "seen_at": T0, "pid": 1, "processed": processed}
+
+
+async def workers(db: Database) -> dict[str, int]:
+    async with db.sessions() as s:
+        return {b.worker_id: b.processed for b in (await s.execute(select(WorkerHeartbeat))).scalars()}
+
+
+async def test_commits_on_return_and_rolls_back_on_raise(db: Database) -> None:
+    assert await db.run_write(lambda conn: conn.execute(BEATS.insert().values(**beat("a"))).rowcount) == 1
+
+    def half_then_fail(conn: Connection) -> None:
+        conn.execute(BEATS.insert().values(**beat("b")))
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await db.run_write(half_then_fail)
+    assert await workers(db) == {"a": 0}
+
+
+async def test_concurrent_writers_each_get_their_own_outcome(db: Database) -> None:
+    def add(name: str, fail: bool) -> int:
+        def write(conn: Connection) -> int:
+            conn.execute(BEATS.insert().values(**beat(name)))
+            if fail:
+                raise ValueError(name)
+            return len(name)
+
+        return write  # type: ignore[return-value]
+
+    names = [f"w{i}" for i in range(20)]
+    results = await asyncio.gather(
+        *(db.run_write(add(n, i % 3 == 0)) for i, n in enumerate(names)),  # type: ignore[arg-type]
+        return_exceptions=True,
+    )
+    for i, (name, got) in enumerate(zip(names, results, strict=True)):
+        if i % 3 == 0:
+            assert isinstance(got, ValueError) and str(got) == name
+        else:
+            assert got == len(name)
+    assert sorted(await workers(db)) == sorted(n for i, n in enumerate(names) if i % 3)
+
+
+async def test_async_writers_and_thread_writers_interleave(db: Database) -> None:
+    async def via_session(i: int) -> None:
+        async with db.begin_write() as s:
+            s.add(WorkerHeartbeat(**beat(f"s{i}")))
+
+    await asyncio.gather(
+        *(via_session(i) for i in range(10)),
+        *(
+            db.run_write(lambda conn, i=i: conn.execute(BEATS.insert().values(**beat(f"t{i}"))))
+            for i in range(10)
+        ),
+    )
+    assert len(await workers(db)) == 20
+
+
+async def test_in_memory_database_uses_the_async_engine() -> None:
+    db = Database("sqlite+aiosqlite://")
+    try:
+        await db.upgrade()
+        await db.run_write(lambda conn: conn.execute(BEATS.insert().values(**beat("m"))))
+        assert await workers(db) == {"m": 0}
+    finally:
+        await db.dispose()

@@ -58,3 +58,28 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             entry["payload"] = op.payload if op else None
             entry["how_to_retry"] = f"Call retry_failed_sync with operation_id={row.operation_id!r}."
         return json.dumps(entry, indent=2)
+
+
+def register_schema(server: MCPServer[Any], rt: Runtime) -> None:
+    """`crm://{connection}/schema`: a connection's contact and appointment fields in one shape."""
+    from crm_mcp.errors import CRMError
+
+    @server.resource(
+        "crm://{connection}/schema",
+        name="crm_schema",
+        title="CRM schema",
+        description="Contact (standard + custom) and appointment fields of a connection, neutral shape.",
+        mime_type="application/json",
+    )
+    async def crm_schema(connection: str) -> str:
+        from crm_mcp.tools.schema import crm_fields
+
+        try:
+            rt.connection(connection, provider=None)
+            out = {}
+            for obj in ("contact", "appointment"):
+                _name, fields = await crm_fields(rt, connection, obj)
+                out[obj] = [f.model_dump(mode="json", exclude_none=True) for f in fields]
+        except CRMError as exc:
+            raise ResourceNotFoundError(str(exc)) from None
+        return json.dumps({"connection": connection, **out}, indent=2)

@@ -125,6 +125,7 @@ def build_server(
         for tools in (appointments, sync, crm_queries, schema, health, validate, leads, config_gen):
             tools.register(server, rt)
         sync_resources.register(server, rt)
+        sync_resources.register_schema(server, rt)
         prompts.register(server)
         leads.register_prompts(server)
 

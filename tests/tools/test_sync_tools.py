@@ -72,3 +72,21 @@ async def test_unknown_dead_letter_resource_is_not_found(ghl_sandbox: Any, setti
     async with harness(settings_factory(server.url)) as h:
         with pytest.raises(MCPError):
             await h.client.read_resource("sync://dead-letter/does-not-exist")
+
+
+async def test_crm_schema_resource_lists_standard_and_custom_fields(
+    ghl_sandbox: Any, settings_factory: Any
+) -> None:
+    from mcp import MCPError
+
+    _sim, server = ghl_sandbox
+    async with harness(settings_factory(server.url)) as h:
+        templates = {t.uri_template for t in (await h.client.list_resource_templates()).resource_templates}
+        assert "crm://{connection}/schema" in templates
+        schema = json.loads((await h.client.read_resource("crm://gohighlevel/schema")).contents[0].text)
+        keys = {f["key"]: f for f in schema["contact"]}
+        assert keys["contact.appointment_status"]["custom"] is True
+        assert any(not f["custom"] for f in schema["contact"])
+        assert schema["appointment"]
+        with pytest.raises(MCPError):
+            await h.client.read_resource("crm://nope/schema")

@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -178,6 +179,7 @@ async def bench_delivery(
         delivered = await worker.drain()  # the continuous path run_forever uses
         elapsed = time.perf_counter() - t0
         requests = sim.total() - before
+        client_req_s = await bare_client(rt, sim, concurrency, requests // concurrency)
     finally:
         await rt.aclose()
     assert delivered == ops, f"delivered {delivered} of {ops}"
@@ -188,7 +190,29 @@ async def bench_delivery(
         "req_per_op": requests / ops,
         "ideal_req_s": ideal,
         "ratio": requests / elapsed / ideal,
+        "client_ratio": client_req_s / ideal,
     }
+
+
+async def bare_client(rt: Any, sim: RemoteSim, concurrency: int, each: int) -> float:
+    """Reference, not the target: CRM requests/s of the connector alone (no outbox, no database),
+    `concurrency` tasks each sending `each` GETs, on this machine against this simulator. No engine
+    can deliver faster than its HTTP client and CRM answer; this says how much of the gap to the
+    ideal is theirs."""
+    from crm_mcp.connectors.base import Contact
+
+    connector = rt.connector(None, provider=None)
+    contact, _ = await connector.upsert_contact(Contact(first_name="Bare", email="bare@example.com"))
+    assert contact.id
+
+    async def client() -> None:
+        for _ in range(each):
+            await connector.list_contact_appointments(contact.id)
+
+    before = sim.total()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return (sim.total() - before) / (time.perf_counter() - t0)
 
 
 async def main() -> None:
@@ -216,6 +240,10 @@ async def main() -> None:
                 f"= {r['ideal_req_s']:.0f}/s"
             )
             print(f"delivery_ratio_c{c} = {r['ratio']:.2f}  (target >= 0.9)")
+            print(
+                f"bare_client_ratio_c{c} = {r['client_ratio']:.2f}  (reference: the connector alone "
+                "sending GETs at the same C, no outbox or database)"
+            )
     finally:
         sim.stop()
 

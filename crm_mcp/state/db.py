@@ -80,7 +80,9 @@ class Database:
             async with self.sessions() as session, session.begin():
                 yield session
             return
-        async with self._lock(), self.sessions() as session, session.begin():
+        # The lock covers BEGIN IMMEDIATE .. COMMIT/ROLLBACK only: closing the session (the pool's
+        # reset of the connection, one more driver round trip) happens after it is released.
+        async with self.sessions() as session, self._lock(), session.begin():
             # Procure the connection first, flagged, so the "begin" hook emits IMMEDIATE.
             await session.connection(execution_options={_IMMEDIATE: True})
             yield session

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -270,11 +270,9 @@ async def checkpoint(
     """
     if progress is not None and worker_id is not None:
         merged = {**progress, **result}
-        values: dict[str, Any] = {"result": merged}
-        if lease_until is not None:
-            values["lease_until"] = lease_until
-        statement = update(_OPS).where(_leased_by(op_id, worker_id)).values(**values)
-        if await db.run_write(lambda conn: _rowcount(conn.execute(statement))) != 1:
+        params = {"op_id": op_id, "owner": worker_id, "new_result": merged, "new_lease_until": lease_until}
+        statement = _CHECKPOINT if lease_until is None else _CHECKPOINT_EXTEND
+        if await db.run_write(lambda conn: _rowcount(conn.execute(statement, params))) != 1:
             raise LeaseLostError(f"operation {op_id} is no longer leased by {worker_id}")
         return merged
     async with db.begin_write() as session:
@@ -292,9 +290,30 @@ _OPS = cast(Table, SyncOperation.__table__)
 _LOGS = cast(Table, SyncLog.__table__)
 
 
-def _leased_by(op_id: str, owner: str | None) -> Any:
-    """WHERE clause (Core): the operation is in flight under `owner`'s lease."""
-    return and_(_OPS.c.id == op_id, _OPS.c.status == "in_flight", _OPS.c.lease_owner == owner)
+# Hot-path statements, built once with bound parameters (op_id, owner, new_*): the operation is
+# changed only while it is in flight under `owner`'s lease, and the row count says whether it was.
+_LEASED_BY = and_(
+    _OPS.c.id == bindparam("op_id"),
+    _OPS.c.status == "in_flight",
+    _OPS.c.lease_owner == bindparam("owner"),
+)
+_CHECKPOINT = update(_OPS).where(_LEASED_BY).values(result=bindparam("new_result", type_=_OPS.c.result.type))
+_CHECKPOINT_EXTEND = _CHECKPOINT.values(
+    lease_until=bindparam("new_lease_until", type_=_OPS.c.lease_until.type)
+)
+_SUCCEED = (
+    update(_OPS)
+    .where(_LEASED_BY)
+    .values(
+        status="succeeded",
+        result=bindparam("new_result", type_=_OPS.c.result.type),
+        lease_owner=None,
+        lease_until=None,
+        last_error=None,
+        updated_at=bindparam("new_updated_at", type_=_OPS.c.updated_at.type),
+    )
+)
+_LOG_INSERT = insert(_LOGS)
 
 
 def _rowcount(result: Any) -> int:
@@ -326,24 +345,13 @@ async def mark_succeeded(
     if progress is None:
         return await _mark_succeeded_read(db, op, result, now, duration_ms)
     merged = {**progress, **(result or {})}
-    succeed = (
-        update(_OPS)
-        .where(_leased_by(op.id, op.lease_owner))
-        .values(
-            status="succeeded",
-            result=merged,
-            lease_owner=None,
-            lease_until=None,
-            last_error=None,
-            updated_at=now,
-        )
-    )
-    log = insert(_LOGS).values(**_log_values(op, now, "success", None, duration_ms))
+    params = {"op_id": op.id, "owner": op.lease_owner, "new_result": merged, "new_updated_at": now}
+    log = _log_values(op, now, "success", None, duration_ms)
 
     def write(conn: Connection) -> bool:
-        if _rowcount(conn.execute(succeed)) != 1:
+        if _rowcount(conn.execute(_SUCCEED, params)) != 1:
             return False
-        conn.execute(log)
+        conn.execute(_LOG_INSERT, log)
         return True
 
     if not await db.run_write(write):

@@ -185,6 +185,10 @@ async def run_demo() -> int:
                 f"verdict: [bold]{st['verdict']}[/]  totals: {st['totals']}  "
                 f"dead letters: {st['dead_letters']}"
             )
+            for reason in st.get("reasons", []):
+                console.print(f"  why: {reason}")
+            for advice in st.get("recommendations", []):
+                console.print(f"  next: {advice}")
             delivered = st["totals"].get("succeeded", 0)
             ok = st["totals"].get("dead", 0) == 0 and len(sim.snapshot()["appointments"]) == 4
             console.print(

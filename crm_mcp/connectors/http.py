@@ -153,7 +153,8 @@ class ResilientClient:
                     self.breaker.record_success()
                 if outcome.kind is OutcomeKind.SUCCESS:
                     status = response.status_code
-                    logger.debug("%s %s %s -> %s", self.provider, method, self._safe(path), status)
+                    if logger.isEnabledFor(logging.DEBUG):  # redacting the path costs on every request
+                        logger.debug("%s %s %s -> %s", self.provider, method, self._safe(path), status)
                     return response
                 if outcome.kind is OutcomeKind.RATE_LIMITED:
                     self.limiter.note_429(outcome.retry_after)

@@ -55,12 +55,16 @@ class Database:
         self._connect_args = dict(connect_args or {})
         self._writer: ThreadPoolExecutor | None = None
         self._writer_engine: Engine | None = None
+        self._sqlite_path = self._file_path()  # the URL never changes; run_write asks per call
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine.sync_engine)
 
     @property
     def sqlite_path(self) -> Path | None:
         """The database file, or None for PostgreSQL and in-memory SQLite."""
+        return self._sqlite_path
+
+    def _file_path(self) -> Path | None:
         if not self.is_sqlite:
             return None
         db = self.url.database or ""

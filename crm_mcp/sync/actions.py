@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import Table, bindparam, insert, select
 
 from crm_mcp.connectors.base import Appointment, Connector, Contact, Note, Task
 from crm_mcp.errors import RetryableError
@@ -30,6 +31,16 @@ Handler = Callable[[SyncOperation, Any], Awaitable[dict[str, Any]]]
 CRM_STATUS = {"new": "new", "confirmed": "confirmed", "cancelled": "cancelled", "completed": "showed"}
 STATUS_FIELD = "contact.appointment_status"
 NEXT_DATE_FIELD = "contact.next_appointment_date"
+
+
+_REFS = cast(Table, ExternalRef.__table__)
+# The remote types already recorded for one local record (bound: connection, local_type, local_id).
+_REF_TYPES = select(_REFS.c.remote_type).where(
+    _REFS.c.connection == bindparam("connection"),
+    _REFS.c.local_type == bindparam("local_type"),
+    _REFS.c.local_id == bindparam("local_id"),
+)
+_REF_INSERT = insert(_REFS)
 
 
 def marker(local_id: str, purpose: str) -> str:
@@ -120,31 +131,21 @@ def build_handlers(
     field_ids = _FieldIds()
 
     async def save_refs(connection: str, local_id: str, refs: Mapping[str, str]) -> None:
-        async with db.begin_write() as session:
-            existing = {
-                r.remote_type
-                for r in (
-                    await session.execute(
-                        select(ExternalRef).where(
-                            ExternalRef.connection == connection,
-                            ExternalRef.local_type == "appointment",
-                            ExternalRef.local_id == local_id,
-                        )
-                    )
-                ).scalars()
-            }
-            for remote_type, remote_id in refs.items():
-                if remote_type not in existing:
-                    session.add(
-                        ExternalRef(
-                            connection=connection,
-                            local_type="appointment",
-                            local_id=local_id,
-                            remote_type=remote_type,
-                            remote_id=remote_id,
-                            created_at=now(),
-                        )
-                    )
+        """Insert the refs this appointment does not have yet: one write transaction, one hop."""
+        created_at = now()
+        key = {"connection": connection, "local_type": "appointment", "local_id": local_id}
+
+        def write(conn: SyncConnection) -> None:
+            existing = set(conn.execute(_REF_TYPES, key).scalars())
+            rows = [
+                {**key, "remote_type": remote_type, "remote_id": remote_id, "created_at": created_at}
+                for remote_type, remote_id in refs.items()
+                if remote_type not in existing
+            ]
+            if rows:
+                conn.execute(_REF_INSERT, rows)
+
+        await db.run_write(write)
 
     async def load_refs(connection: str, local_id: str) -> dict[str, str]:
         async with db.sessions() as session:

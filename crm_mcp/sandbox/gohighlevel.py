@@ -123,41 +123,53 @@ class _Pipeline:
         receive = await _buffered(receive)
         if cfg.latency_s > 0:
             await asyncio.sleep(cfg.latency_s)
+        recorded: dict[str, bool] = {}
+
+        def counted(faulted: bool = False) -> Send:
+            """Count a response in the stats *before* it leaves: a client that reads the stats
+            right after its answer must see that answer counted."""
+
+            async def send_counted(message: Message) -> None:
+                if message["type"] == "http.response.start" and not recorded:
+                    recorded["yes"] = True
+                    sb._stats.record(route, message["status"], faulted=faulted)
+                await send(message)
+
+            return send_counted
+
         fault = sb.faults.take(path)
         if fault is not None:
-            status = await apply_fault(fault, send, sb.limiter.peek(cfg.location_id))
+            status = await apply_fault(fault, counted(faulted=True), sb.limiter.peek(cfg.location_id))
             if status != -1:
-                sb._stats.record(route, status, faulted=True)
+                if not recorded:
+                    sb._stats.record(route, status, faulted=True)
                 return
         headers = dict(scope.get("headers") or [])
         auth = headers.get(b"authorization", b"").decode("latin-1")
         if auth != f"Bearer {cfg.token}" and not sb.oauth.accepts(auth):
             body = _nest(401, "Invalid token: access token is invalid", "Unauthorized")
-            await _send_json(send, 401, body, sb.limiter.peek(cfg.location_id))
-            sb._stats.record(route, 401)
+            await _send_json(counted(), 401, body, sb.limiter.peek(cfg.location_id))
             return
         allowed, rl_headers = sb.limiter.hit(cfg.location_id)
         if not allowed:
-            await _send_json(send, 429, _nest(429, "Too Many Requests"), rl_headers)
-            sb._stats.record(route, 429)
+            await _send_json(counted(), 429, _nest(429, "Too Many Requests"), rl_headers)
             return
         wanted = CALENDARS_VERSION if path.startswith("/calendars") else CONTACTS_VERSION
         version = headers.get(b"version", b"").decode("latin-1")
         if version != wanted:
             msg = "version header was not found" if not version else f"Version {version} is not supported"
-            await _send_json(send, 400, _nest(400, msg, "Bad Request"), rl_headers)
-            sb._stats.record(route, 400)
+            await _send_json(counted(), 400, _nest(400, msg, "Bad Request"), rl_headers)
             return
-        seen: dict[str, int] = {}
+        send_counted = counted()
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                seen["status"] = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), *rl_headers]}
-            await send(message)
+            await send_counted(message)
 
         await self.app(scope, receive, send_with_headers)
-        sb._stats.record(route, seen.get("status", 500))
+        if not recorded:
+            sb._stats.record(route, 500)
 
 
 class GHLSandbox:

@@ -10,10 +10,12 @@ CRMError
 │   ├── RetryableError
 │   │   ├── RateLimitedError(retry_after)
 │   │   └── UpstreamUnavailableError   5xx, timeouts, resets
-│   └── CircuitOpenError(until)
+│   └── CircuitOpenError(until, retry_after)
+├── SignatureRejected             webhook not proven to come from the provider (sync/signatures.py)
 └── StateError
     ├── ConflictError             two sides changed the same field; see conflict rules
-    └── IdempotencyError          same key, different request / still in progress
+    ├── IdempotencyError          same key, different request
+    └── LeaseLostError            another worker owns the operation now (state/outbox.py)
 ```
 
 Every error carries a message that is already redacted: no secret may reach a log, a tool result
@@ -120,12 +122,6 @@ class RateLimitedError(RetryableError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
         self.retry_after = retry_after
         super().__init__(message, **kw)  # type: ignore[arg-type]
-
-    @property
-    def hint_text(self) -> str:
-        if self.retry_after is not None:
-            return f"Rate limited; wait {self.retry_after:.1f}s before calling again."
-        return self.hint
 
 
 class UpstreamUnavailableError(RetryableError):

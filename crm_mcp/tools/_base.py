@@ -18,9 +18,7 @@ from mcp.types import ToolAnnotations
 
 from crm_mcp.errors import (
     CircuitOpenError,
-    ConfigurationError,
     CRMError,
-    IdempotencyError,
     RateLimitedError,
     redact,
 )
@@ -43,8 +41,6 @@ def describe_error(exc: CRMError) -> str:
         retry = "Retrying helps once the CRM recovers; the breaker probes it automatically."
     elif exc.retryable:
         retry = "Retrying later helps."
-    elif isinstance(exc, ConfigurationError | IdempotencyError):
-        retry = "Retrying unchanged will not help."
     else:
         retry = "Retrying unchanged will not help."
     parts = [f"{kind}: {exc}", retry]

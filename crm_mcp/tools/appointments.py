@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 _NS = uuid.UUID("5b0e7a52-3f0c-4b8e-9a61-0c6f1f2d7a10")
 
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+PHONE_PATTERN = r"^\+?[0-9 ()./-]{7,20}$"
+
 ConnectionArg = Annotated[
     str | None,
     Field(
@@ -129,7 +132,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             str | None,
             Field(
                 description="Contact email (email or phone is required).",
-                pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+                pattern=EMAIL_PATTERN,
                 max_length=254,
                 examples=["jane@example.com"],
             ),
@@ -138,7 +141,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             str | None,
             Field(
                 description="Contact phone, E.164 preferred.",
-                pattern=r"^\+?[0-9 ()./-]{7,20}$",
+                pattern=PHONE_PATTERN,
                 examples=["+15551234567"],
             ),
         ] = None,
@@ -317,7 +320,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                     deadline=timedelta(seconds=rt.settings.sync_deadline_seconds),
                 )
             else:
-                if not _same_status_request(prior, appointment_id, action, digest):
+                if not _same_status_request(prior, appointment_id, digest):
                     raise IdempotencyError(
                         f"idempotency key {key!r} was already used for a different request "
                         f"({prior.action} of appointment {prior.entity_id}, operation {prior.id}); "
@@ -344,14 +347,11 @@ async def _op_for_key(session: Any, key: str) -> Any:
     ).scalar_one_or_none()
 
 
-def _same_status_request(prior: Any, appointment_id: str, action: str, digest: str) -> bool:
+def _same_status_request(prior: Any, appointment_id: str, digest: str) -> bool:
     """Whether a saved operation was made by this very update_appointment_status request."""
-    payload = prior.payload or {}
     if prior.action != "appointment.status" or prior.entity_id != appointment_id:
         return False
-    if "request" in payload:
-        return bool(payload["request"] == digest)
-    return bool(payload.get("action") == action)  # queued before requests were fingerprinted
+    return bool((prior.payload or {}).get("request") == digest)
 
 
 _TRANSITIONS: dict[str, tuple[set[str], str | None]] = {

@@ -18,7 +18,14 @@ from pydantic import Field
 
 from crm_mcp.errors import CircuitOpenError, RetryableError
 from crm_mcp.tools._base import crm_tool
-from crm_mcp.tools.appointments import ConnectionArg, IdempotencyArg, _zone, derive_key
+from crm_mcp.tools.appointments import (
+    EMAIL_PATTERN,
+    PHONE_PATTERN,
+    ConnectionArg,
+    IdempotencyArg,
+    _zone,
+    derive_key,
+)
 from crm_mcp.tools.crm_views import (
     ContactDetail,
     ContactList,
@@ -42,8 +49,6 @@ if TYPE_CHECKING:
 
 _NS = uuid.UUID("0c5e3f4e-2b9e-4f7a-8d2e-6f1a9b7c3d21")
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-PHONE_PATTERN = r"^\+?[0-9 ()./-]{7,20}$"
 SCAN_PAGE, MAX_SCAN_PAGES = 100, 5
 
 ContactIdArg = Annotated[

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -335,15 +335,18 @@ async def mark_succeeded(
     duration_ms: int | None = None,
     *,
     progress: Mapping[str, Any] | None = None,
+    also: Sequence[Callable[[Connection], None]] = (),
 ) -> SyncOperation | None:
     """Record success (merging `result` into the checkpointed progress) and log the attempt.
 
     Returns None if the lease was lost meanwhile: another worker owns the outcome then.
     `progress`: the stored progress as the lease holder knows it (see `checkpoint`); with it the
     success is one conditional UPDATE plus the log INSERT, and `op` itself is returned, updated.
+    `also`: the handler's own writes, run in the same transaction (after the lease check), so
+    that they commit with the success or not at all.
     """
     if progress is None:
-        return await _mark_succeeded_read(db, op, result, now, duration_ms)
+        return await _mark_succeeded_read(db, op, result, now, duration_ms, also)
     merged = {**progress, **(result or {})}
     params = {"op_id": op.id, "owner": op.lease_owner, "new_result": merged, "new_updated_at": now}
     log = _log_values(op, now, "success", None, duration_ms)
@@ -352,6 +355,8 @@ async def mark_succeeded(
         if _rowcount(conn.execute(_SUCCEED, params)) != 1:
             return False
         conn.execute(_LOG_INSERT, log)
+        for extra in also:
+            extra(conn)
         return True
 
     if not await db.run_write(write):
@@ -362,7 +367,12 @@ async def mark_succeeded(
 
 
 async def _mark_succeeded_read(
-    db: Database, op: SyncOperation, result: dict[str, Any], now: datetime, duration_ms: int | None
+    db: Database,
+    op: SyncOperation,
+    result: dict[str, Any],
+    now: datetime,
+    duration_ms: int | None,
+    also: Sequence[Callable[[Connection], None]],
 ) -> SyncOperation | None:
     async with db.begin_write() as session:
         row = await _leased(session, op)
@@ -374,6 +384,10 @@ async def _mark_succeeded_read(
         row.last_error = None
         row.updated_at = now
         session.add(_log(row, now, "success", None, duration_ms))
+        if also:
+            conn = await session.connection()
+            for extra in also:
+                await conn.run_sync(extra)
     return row
 
 
@@ -386,19 +400,23 @@ async def mark_failed(
     retryable: bool,
     retry_at: datetime | None,
     duration_ms: int | None = None,
+    progress: Mapping[str, Any] | None = None,
 ) -> SyncOperation | None:
     """Reschedule a failed attempt, or move the operation to the dead-letter queue.
 
     Retryable with a `retry_at` inside the deadline -> pending again. A rate-limit or open-circuit
     wait is a reschedule, not a failed attempt: the attempt counter is given back so backoff does
     not grow while the CRM merely asks us to wait. Anything else -> dead, with every attempt's
-    error in the dead letter. Returns None if the lease was lost meanwhile.
+    error in the dead letter. Returns None if the lease was lost meanwhile. `progress`: the
+    attempt's recorded steps (see `checkpoint`), stored so that the retry resumes after them.
     """
     reschedule = isinstance(error, RateLimitedError | CircuitOpenError)
     async with db.begin_write() as session:
         row = await _leased(session, op)
         if row is None:
             return None
+        if progress:
+            row.result = {**(row.result or {}), **progress}
         message = _message(error)
         row.last_error = f"{type(error).__name__}: {message}"
         row.lease_owner = row.lease_until = None

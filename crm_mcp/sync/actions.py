@@ -1,9 +1,9 @@
 """Outbox handlers: how each queued action is delivered to the CRM, effectively once.
 
-Every step checkpoints its result in the operation, so a retried delivery resumes where it
-stopped. Steps whose API has no natural key (appointment, note, task) read before they create:
-the appointment is looked up by contact, calendar and start time; notes and tasks carry a
-reference marker (`crm-mcp:<local id>:<purpose>`) and are looked up by it.
+Every step is safe to repeat by itself, and checkpoints its result so that a retried delivery
+resumes where it stopped. Steps whose API has no natural key (appointment, note, task) read
+before they create: the appointment is looked up by contact, calendar and start time; notes and
+tasks carry a reference marker (`crm-mcp:<local id>:<purpose>`) and are looked up by it.
 """
 
 from __future__ import annotations
@@ -130,8 +130,11 @@ def build_handlers(
 ) -> dict[str, Handler]:
     field_ids = _FieldIds()
 
-    async def save_refs(connection: str, local_id: str, refs: Mapping[str, str]) -> None:
-        """Insert the refs this appointment does not have yet: one write transaction, one hop."""
+    def save_refs(
+        connection: str, local_id: str, refs: Mapping[str, str]
+    ) -> Callable[[SyncConnection], None]:
+        """The write that inserts the refs this appointment does not have yet (for `ctx.on_success`:
+        it commits with the operation's success, in the same transaction)."""
         created_at = now()
         key = {"connection": connection, "local_type": "appointment", "local_id": local_id}
 
@@ -145,7 +148,7 @@ def build_handlers(
             if rows:
                 conn.execute(_REF_INSERT, rows)
 
-        await db.run_write(write)
+        return write
 
     async def load_refs(connection: str, local_id: str) -> dict[str, str]:
         async with db.sessions() as session:
@@ -229,7 +232,9 @@ def build_handlers(
                 due,
             )
             await ctx.checkpoint(done)
-        await save_refs(op.connection, local_id, {"contact": contact_id, "appointment": done["event_id"]})
+        ctx.on_success(
+            save_refs(op.connection, local_id, {"contact": contact_id, "appointment": done["event_id"]})
+        )
         return done
 
     async def appointment_status(op: SyncOperation, ctx: Any) -> dict[str, Any]:

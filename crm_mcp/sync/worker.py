@@ -1,9 +1,16 @@
 """The outbox worker: claims due operations, runs their handler, records the outcome.
 
 Handlers are plain async functions keyed by action (``"appointment.create"``), injected by
-whoever wires connectors in, so this loop knows nothing about any CRM. A handler makes its
-effect idempotent with the `HandlerContext`: it checkpoints after each remote step (e.g. "contact
-created, id X") so that a retry after a crash resumes instead of repeating the step.
+whoever wires connectors in, so this loop knows nothing about any CRM. Every remote step of a
+handler must be safe to repeat on its own (an upsert by natural key, or read-before-create), since
+a worker can die between the CRM's answer and any write of ours. On top of that a handler records
+each finished step with `HandlerContext.checkpoint` (e.g. "contact created, id X"), so that a
+retry resumes after it instead of repeating its requests.
+
+Progress is written behind: it is stored in the same write that records the attempt's outcome
+(success or failure), and at once only when half the lease has gone (the write renews the lease
+and finds out if it was lost). A step's requests cost no database write of their own; what a crash
+loses is only the shortcut, never the safety, which comes from the steps themselves.
 
 Failure policy: a `CRMError` that says it is retryable is rescheduled with backoff (an explicit
 Retry-After or an open breaker's reopen time is honoured); any other `CRMError` is a dead letter
@@ -24,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Connection, delete
 
 from crm_mcp.errors import CircuitOpenError, ConfigurationError, CRMError, RateLimitedError
 from crm_mcp.state import outbox
@@ -49,6 +56,8 @@ class HandlerContext:
         self.operation = op
         self.attempt = op.attempts
         self._progress: dict[str, Any] = dict(op.result or {})
+        self._renew_at = worker.clock() + worker.lease / 2  # claimed just now, for one lease
+        self.success_writes: list[Callable[[Connection], None]] = []
 
     @property
     def now(self) -> datetime:
@@ -61,20 +70,37 @@ class HandlerContext:
 
     @property
     def stored_progress(self) -> dict[str, Any]:
-        """The progress as stored for this attempt (claimed plus our checkpoints); not a copy."""
+        """The progress to store with this attempt's outcome (claimed plus our checkpoints)."""
         return self._progress
 
     async def checkpoint(self, result: dict[str, Any]) -> None:
-        """Durably record a finished step and extend the lease; raises LeaseLostError if reclaimed."""
+        """Record a finished step; it is stored with the attempt's outcome (see the module doc).
+
+        Once half the lease has gone, the progress is written at once and the lease renewed;
+        that raises LeaseLostError if another worker has reclaimed the operation meanwhile.
+        """
+        self._progress = {**self._progress, **result}
+        self.operation.result = dict(self._progress)
+        if self._worker.clock() >= self._renew_at:
+            await self.renew_lease()
+
+    async def renew_lease(self) -> None:
+        """Write the progress now and extend the lease; raises LeaseLostError if it was lost."""
+        now = self._worker.clock()
         self._progress = await outbox.checkpoint(
             self._worker.db,
             self.operation.id,
-            result,
+            {},
             worker_id=self._worker.worker_id,
-            lease_until=self._worker.clock() + self._worker.lease,
+            lease_until=now + self._worker.lease,
             progress=self._progress,  # ours alone while we hold the lease: one conditional UPDATE
         )
-        self.operation.result = dict(self._progress)
+        self._renew_at = now + self._worker.lease / 2
+
+    def on_success(self, write: Callable[[Connection], None]) -> None:
+        """Run `write(connection)` in the transaction that records this attempt's success, so the
+        handler's own rows (e.g. external refs) commit together with the outcome, in one write."""
+        self.success_writes.append(write)
 
 
 Handler = Callable[[SyncOperation, HandlerContext], Awaitable[dict[str, Any]]]
@@ -248,24 +274,32 @@ class OutboxWorker:
     async def _process(self, op: SyncOperation) -> None:
         started = time.perf_counter()
         handler = self.handlers.get(op.action)
+        ctx = HandlerContext(self, op)
         try:
             if handler is None:
                 raise ConfigurationError(f"no handler is registered for action {op.action!r}")
-            ctx = HandlerContext(self, op)
             result = await handler(op, ctx)
         except outbox.LeaseLostError:
             logger.warning("operation %s was reclaimed by another worker; dropping our attempt", op.id)
             return
         except Exception as exc:
-            await self._failed(op, exc, _elapsed_ms(started))
+            await self._failed(op, exc, _elapsed_ms(started), ctx.stored_progress)
             return
         done = await outbox.mark_succeeded(
-            self.db, op, result or {}, self.clock(), _elapsed_ms(started), progress=ctx.stored_progress
+            self.db,
+            op,
+            result or {},
+            self.clock(),
+            _elapsed_ms(started),
+            progress=ctx.stored_progress,
+            also=ctx.success_writes,
         )
         if done is None:
             logger.warning("operation %s succeeded after its lease was reclaimed", op.id)
 
-    async def _failed(self, op: SyncOperation, exc: Exception, duration_ms: int) -> None:
+    async def _failed(
+        self, op: SyncOperation, exc: Exception, duration_ms: int, progress: dict[str, Any] | None = None
+    ) -> None:
         now = self.clock()
         if isinstance(exc, CRMError):
             retryable = exc.retryable
@@ -286,7 +320,14 @@ class OutboxWorker:
                 cap=self._backoff_cap,
             )
         row = await outbox.mark_failed(
-            self.db, op, exc, now, retryable=retryable, retry_at=when, duration_ms=duration_ms
+            self.db,
+            op,
+            exc,
+            now,
+            retryable=retryable,
+            retry_at=when,
+            duration_ms=duration_ms,
+            progress=progress,
         )
         if row is not None and row.status == "dead":
             logger.warning("operation %s (%s) is dead: %s", op.id, op.action, row.last_error)

@@ -191,7 +191,6 @@ class ModelOp:
     next_at: datetime
     lease_until: datetime | None = None
     done: bool = False
-    all_steps_done: bool = False  # crashed after the handler returned: a retry makes no CRM call
 
     @property
     def status(self) -> str:
@@ -334,7 +333,6 @@ class OutboxMachine(RuleBasedStateMachine):
         except Crash:
             assert expected is not None
             expected.lease_until = self.clock() + LEASE  # left leased by the dead worker
-            expected.all_steps_done = expected.all_steps_done or self._crashed_after_return
             self.worker = self._new_worker()
             _event(f"crash {'after the last step' if self._crashed_after_return else 'after a CRM write'}")
             return
@@ -344,7 +342,10 @@ class OutboxMachine(RuleBasedStateMachine):
         if expected is None:
             _event("round: nothing was due")
             return
-        if self._breaker_open() and not expected.all_steps_done:
+        # Progress is written with the outcome, so a crash loses it: even a delivery whose every
+        # step had been done before the crash calls the CRM again (reads that find the effects),
+        # and an open breaker reschedules it.
+        if self._breaker_open():
             assert self.crm.open_until is not None
             expected.lease_until, expected.next_at = None, self.crm.open_until
             _event("breaker rescheduled a delivery")

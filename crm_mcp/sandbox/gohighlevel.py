@@ -56,7 +56,7 @@ class GHLSandboxConfig:
     burst_max: int = 100
     burst_interval_ms: int = 10_000
     daily_limit: int = 200_000
-    latency_s: float = 0.0
+    latency_s: float = 0.0  # every API answer leaves this long after its request arrived
     seed: int = 0
 
 
@@ -96,6 +96,24 @@ async def _buffered(receive: Receive) -> Receive:
     return replay
 
 
+def _answer_after(latency_s: float, send: Send) -> Send:
+    """Hold the response until `latency_s` after the request arrived: the simulated latency is the
+    CRM's whole service time, its own work included (a simulator that slept and then worked would
+    answer late by its work, more so under load). The request is applied first, as on a real
+    server: a client that gives up while we are "slow" has still made its write."""
+    loop = asyncio.get_running_loop()
+    due = loop.time() + latency_s
+
+    async def send_on_time(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        await send(message)
+
+    return send_on_time
+
+
 class _Pipeline:
     """Outer ASGI layer: latency, faults, auth, rate limit, Version header, stats, headers."""
 
@@ -117,12 +135,10 @@ class _Pipeline:
 
     async def _api_request(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         sb, cfg = self.sb, self.sb.config
-        route = sb.route_template(scope)
-        # Read the request before any simulated delay: like a real server, the write is received
-        # (and then applied) even if the client gives up while we are "slow".
-        receive = await _buffered(receive)
         if cfg.latency_s > 0:
-            await asyncio.sleep(cfg.latency_s)
+            send = _answer_after(cfg.latency_s, send)
+        route = sb.route_template(scope)
+        receive = await _buffered(receive)
         recorded: dict[str, bool] = {}
 
         def counted(faulted: bool = False) -> Send:

@@ -106,6 +106,24 @@ async def test_latency_is_per_request_and_overlaps(api: httpx2.AsyncClient, sand
 
 
 @pytest.mark.anyio
+async def test_latency_is_the_whole_service_time_and_the_write_lands_first(
+    api: httpx2.AsyncClient, sandbox: GHLSandbox
+) -> None:
+    """The write is applied at once and the answer held until `latency_s` after the request
+    arrived (the simulator's own work inside that time, not added to it): a client that gives up
+    early has still made its write, as with a real CRM that is slow to answer."""
+    sandbox.config.latency_s = 0.4
+    body = {"locationId": SANDBOX_LOCATION_ID, "firstName": "Slow", "email": "slow@example.com"}
+    with pytest.raises(httpx2.ReadTimeout):
+        await api.post("/contacts/upsert", json=body, timeout=0.15)
+    emails = [c.get("email") for c in sandbox.snapshot()["contacts"]]
+    assert "slow@example.com" in emails  # applied, though the answer was not sent yet
+    began = time.perf_counter()
+    assert (await api.get(FIELDS)).status_code == 200
+    assert time.perf_counter() - began >= 0.4
+
+
+@pytest.mark.anyio
 async def test_error_fault_counts_down(api: httpx2.AsyncClient, sandbox: GHLSandbox) -> None:
     sandbox.faults.set("error", status=502, count=2)
     codes = [(await api.get(FIELDS)).status_code for _ in range(3)]

@@ -175,11 +175,11 @@ async def bench_delivery(
         await worker.run_until_idle()
         await enqueue_ops(db, f"c{concurrency}-", ops, 500)
         before = sim.total()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         delivered = await worker.drain()  # the continuous path run_forever uses
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         requests = sim.total() - before
-        client_req_s = await bare_client(rt, sim, concurrency, requests // concurrency)
+        client_req_s, client_cpu_ms = await bare_client(rt, sim, concurrency, requests // concurrency)
     finally:
         await rt.aclose()
     assert delivered == ops, f"delivered {delivered} of {ops}"
@@ -191,10 +191,12 @@ async def bench_delivery(
         "ideal_req_s": ideal,
         "ratio": requests / elapsed / ideal,
         "client_ratio": client_req_s / ideal,
+        "cpu_ms_per_req": cpu * 1000 / requests,
+        "client_cpu_ms_per_req": client_cpu_ms,
     }
 
 
-async def bare_client(rt: Any, sim: RemoteSim, concurrency: int, each: int) -> float:
+async def bare_client(rt: Any, sim: RemoteSim, concurrency: int, each: int) -> tuple[float, float]:
     """Reference, not the target: CRM requests/s of the connector alone (no outbox, no database),
     `concurrency` tasks each sending `each` GETs, on this machine against this simulator. No engine
     can deliver faster than its HTTP client and CRM answer; this says how much of the gap to the
@@ -210,9 +212,11 @@ async def bare_client(rt: Any, sim: RemoteSim, concurrency: int, each: int) -> f
             await connector.list_contact_appointments(contact.id)
 
     before = sim.total()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    return (sim.total() - before) / (time.perf_counter() - t0)
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    requests = sim.total() - before
+    return requests / elapsed, cpu * 1000 / requests
 
 
 async def main() -> None:
@@ -243,6 +247,10 @@ async def main() -> None:
             print(
                 f"bare_client_ratio_c{c} = {r['client_ratio']:.2f}  (reference: the connector alone "
                 "sending GETs at the same C, no outbox or database)"
+            )
+            print(
+                f"cpu_ms_per_request_c{c}: engine {r['cpu_ms_per_req']:.2f}, "
+                f"bare connector {r['client_cpu_ms_per_req']:.2f}  (this process, all threads)"
             )
     finally:
         sim.stop()

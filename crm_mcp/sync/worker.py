@@ -27,8 +27,10 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, delete
@@ -125,12 +127,17 @@ class OutboxWorker:
         backoff_cap: float = 300.0,
         max_attempts: int | None = None,
         on_change: Callable[[], None] | None = None,
+        prefetch: int | None = None,
     ) -> None:
-        """`on_change` is called after every batch that changed operations (read caches listen)."""
+        """`on_change` is called after every batch that changed operations (read caches listen).
+        `prefetch`: how many claimed operations the continuous loop keeps waiting for a slot, so a
+        freed slot starts the next one without a claim in between (default: a quarter of
+        `concurrency`, at least 1; their leases run while they wait)."""
         self.db = db
         self.handlers = dict(handlers)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = max(1, concurrency)
+        self.prefetch = max(0, prefetch if prefetch is not None else max(1, self.concurrency // 4))
         self.lease = lease
         self.poll_interval = poll_interval
         self.clock = clock
@@ -176,9 +183,9 @@ class OutboxWorker:
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """Poll and deliver until `stop` is set; a clean stop removes this worker's heartbeat.
 
-        Keeps up to `concurrency` operations in flight and claims more as soon as slots free up
-        (one claim for all the slots freed at that moment), rather than waiting for a whole batch.
-        On stop, nothing more is claimed and the operations in flight are finished.
+        Keeps `concurrency` handlers running, the next operations claimed ahead (`prefetch`), and
+        starts one as soon as a slot frees, rather than waiting for a whole batch. On stop, nothing
+        more is claimed; what was claimed is delivered and its outcome recorded.
         """
         stop = stop or asyncio.Event()
         logger.info("outbox worker %s started", self.worker_id)
@@ -189,47 +196,43 @@ class OutboxWorker:
             logger.info("outbox worker %s stopped after %d operations", self.worker_id, self.processed)
 
     async def _run_continuously(self, stop: asyncio.Event | None, *, until_idle: bool = False) -> int:
-        running: dict[asyncio.Task[None], str] = {}
+        """The continuous loop. A slot is a CRM conversation: an operation holds one while its
+        handler runs, not while its outcome is written or while the next claim is read, so a
+        slot goes straight from one operation's last request to the next one's first. Claims run
+        in the background and keep up to `prefetch` claimed operations ready beyond the slots."""
+        running: dict[asyncio.Future[Any], SyncOperation] = {}  # handlers, one per slot
+        recording: dict[asyncio.Future[Any], str] = {}  # outcome writes, holding no slot
+        ready: deque[SyncOperation] = deque()  # claimed, waiting for a slot
+        claiming: asyncio.Future[list[SyncOperation]] | None = None
+        asked = 0  # the limit `claiming` was started with
         total = 0
+        nothing_due = False  # the last claim came back short: wait for a reason to look again
         stop_waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
             while True:
                 stopping = stop is not None and stop.is_set()
-                nothing_due = False
-                free = self.concurrency - len(running)
-                if free > 0 and not stopping:
-                    try:
-                        await self._heartbeat()
-                        ops = await outbox.claim_due(
-                            self.db,
-                            worker_id=self.worker_id,
-                            limit=free,
-                            lease=self.lease,
-                            now=self.clock(),
-                            exclude=set(running.values()),
-                        )
-                    except Exception:
-                        if until_idle:
-                            raise
-                        logger.exception(
-                            "outbox worker %s: claim failed; retrying after a pause", self.worker_id
-                        )
-                        ops = []
-                    for op in ops:
-                        running[asyncio.ensure_future(self._process(op))] = op.id
-                    nothing_due = len(ops) < free
-                if not running:
+                while ready and len(running) < self.concurrency:  # claimed ones run, stop or not
+                    op = ready.popleft()
+                    running[asyncio.ensure_future(self._attempt(op))] = op
+                wanted = self.concurrency + self.prefetch - len(running) - len(ready)
+                if claiming is None and wanted > 0 and not stopping and not nothing_due:
+                    busy = {op.id for op in (*running.values(), *ready)} | set(recording.values())
+                    claiming, asked = asyncio.ensure_future(self._claim(wanted, busy)), wanted
+                if not (running or recording or ready or claiming):
                     if stopping or until_idle:
                         if total:
                             await self._heartbeat(force=True)
                         return total
                     await self._pause(stop or asyncio.Event())
+                    nothing_due = False
                     continue
-                waiters: set[asyncio.Future[Any]] = set(running)
+                waiters: set[asyncio.Future[Any]] = {*running, *recording}
+                if claiming is not None:
+                    waiters.add(claiming)
                 sleeper = None
                 if nothing_due and not until_idle and not stopping:
-                    # Slots are free but nothing was due: look again after a poll interval even if
-                    # nothing finishes (new operations may be enqueued meanwhile).
+                    # Nothing was due: look again after a poll interval even if nothing finishes
+                    # (new operations may be enqueued meanwhile).
                     sleeper = asyncio.ensure_future(self._sleep(self.poll_interval))
                     waiters.add(sleeper)
                 if stop_waiter is not None and not stopping:
@@ -239,28 +242,75 @@ class OutboxWorker:
                 finally:
                     if sleeper is not None:
                         sleeper.cancel()
-                finished = [task for task in done if task in running]
-                for task in finished:
-                    running.pop(task)
-                    if not task.cancelled() and task.exception() is not None:
-                        logger.error(
-                            "outbox worker %s: recording an outcome failed; the lease will expire and "
-                            "the operation be retried",
-                            self.worker_id,
-                            exc_info=task.exception(),
-                        )
+                if done - {claiming}:
+                    nothing_due = False  # something finished (or the poll interval passed): look again
+                if claiming is not None and claiming in done:
+                    ops = self._claimed(claiming, until_idle)
+                    claiming = None
+                    ready.extend(ops)
+                    nothing_due = len(ops) < asked
+                finished = 0  # attempts over: outcome recorded, or nothing of ours to record
+                for task in done & running.keys():
+                    op = running.pop(task)
+                    record = self._settled(task, op)
+                    if record is None:
+                        finished += 1
+                    else:
+                        recording[asyncio.ensure_future(record())] = op.id
+                for task in done & recording.keys():
+                    recording.pop(task)
+                    self._settled(task, None)
+                    finished += 1
                 if finished:
-                    total += len(finished)
-                    self.processed += len(finished)
+                    total += finished
+                    self.processed += finished
                     if self._on_change is not None:
                         self._on_change()
         finally:
             if stop_waiter is not None:
                 stop_waiter.cancel()
-            if running:  # cancelled (or failed) with operations in flight: their leases expire
-                for task in running:
-                    task.cancel()
-                await asyncio.gather(*running, return_exceptions=True)
+            # Cancelled (or failed) with work in hand: the leases of what did not finish expire.
+            pending = [*running, *recording, *([claiming] if claiming is not None else [])]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _claim(self, limit: int, busy: set[str]) -> list[SyncOperation]:
+        await self._heartbeat()
+        # `busy`: ours already (running, waiting or being recorded): if one's lease ran out
+        # meanwhile it is still ours to finish, not a second attempt to start.
+        return await outbox.claim_due(
+            self.db, worker_id=self.worker_id, limit=limit, lease=self.lease, now=self.clock(), exclude=busy
+        )
+
+    def _claimed(
+        self, claiming: asyncio.Future[list[SyncOperation]], until_idle: bool
+    ) -> list[SyncOperation]:
+        if claiming.cancelled():
+            return []
+        error = claiming.exception()
+        if error is None:
+            return claiming.result()
+        if until_idle:
+            raise error
+        logger.error("outbox worker %s: claim failed; retrying after a pause", self.worker_id, exc_info=error)
+        return []
+
+    def _settled(
+        self, task: asyncio.Future[Any], op: SyncOperation | None
+    ) -> Callable[[], Awaitable[None]] | None:
+        """A finished handler's outcome writer (op given), or None; a failure here is logged."""
+        if task.cancelled():
+            return None
+        if task.exception() is not None:
+            logger.error(
+                "outbox worker %s: %s failed; the lease will expire and the operation be retried",
+                self.worker_id,
+                "an attempt" if op is not None else "recording an outcome",
+                exc_info=task.exception(),
+            )
+            return None
+        return task.result() if op is not None else None
 
     async def _pause(self, stop: asyncio.Event) -> None:
         waiter = asyncio.ensure_future(stop.wait())
@@ -272,6 +322,13 @@ class OutboxWorker:
                 task.cancel()
 
     async def _process(self, op: SyncOperation) -> None:
+        record = await self._attempt(op)
+        if record is not None:
+            await record()
+
+    async def _attempt(self, op: SyncOperation) -> Callable[[], Awaitable[None]] | None:
+        """Run the operation's handler; return the write that records its outcome (None when the
+        lease was lost: the outcome is another worker's to record then)."""
         started = time.perf_counter()
         handler = self.handlers.get(op.action)
         ctx = HandlerContext(self, op)
@@ -281,16 +338,20 @@ class OutboxWorker:
             result = await handler(op, ctx)
         except outbox.LeaseLostError:
             logger.warning("operation %s was reclaimed by another worker; dropping our attempt", op.id)
-            return
+            return None
         except Exception as exc:
-            await self._failed(op, exc, _elapsed_ms(started), ctx.stored_progress)
-            return
+            return partial(self._failed, op, exc, _elapsed_ms(started), ctx.stored_progress)
+        return partial(self._succeeded, op, result or {}, _elapsed_ms(started), ctx)
+
+    async def _succeeded(
+        self, op: SyncOperation, result: dict[str, Any], duration_ms: int, ctx: HandlerContext
+    ) -> None:
         done = await outbox.mark_succeeded(
             self.db,
             op,
-            result or {},
+            result,
             self.clock(),
-            _elapsed_ms(started),
+            duration_ms,
             progress=ctx.stored_progress,
             also=ctx.success_writes,
         )

@@ -204,3 +204,61 @@ async def test_checkpoint_with_known_progress_is_conditional_on_the_lease(db: Da
     assert row is not None and (row.status, row.lease_owner, row.lease_until) == ("succeeded", None, None)
     assert row.result == {"a": 1, "b": 2, "d": 4}
     assert [(log.outcome, log.attempt, log.duration_ms) for log in logs] == [("success", 2, 7)]
+
+
+@pytest.mark.parametrize(("concurrency", "prefetch"), [(1, 0), (4, 0), (4, 1), (4, 3)])
+async def test_drain_delivers_everything_while_slots_free_during_claims(
+    db: Database, concurrency: int, prefetch: int
+) -> None:
+    """Handlers of uneven length finish while claims are being read, so how many slots are free
+    changes under a claim; a claim that fills fewer slots than were free *when it ends* must not be
+    taken for "nothing due" (that stopped a drain early), and no slot may ever run two at once."""
+    rng = random.Random(concurrency * 10 + prefetch)
+    active: set[str] = set()
+    most = 0
+    seen: list[str] = []
+
+    async def uneven(op: SyncOperation, ctx: HandlerContext) -> dict:
+        nonlocal most
+        active.add(op.id)
+        most = max(most, len(active))
+        await asyncio.sleep(rng.choice([0, 0, 0.001, 0.003, 0.01]))
+        active.discard(op.id)
+        seen.append(op.id)
+        return {}
+
+    ids = [await enqueue(db, f"k{i}") for i in range(30)]
+    worker = make_worker(db, {"thing.create": uneven}, Clock(), concurrency=concurrency, prefetch=prefetch)
+    assert await asyncio.wait_for(worker.drain(), 30) == 30
+    assert sorted(seen) == sorted(ids) and most <= concurrency
+    async with db.sessions() as s:
+        statuses = (await s.execute(select(SyncOperation.status))).scalars().all()
+    assert set(statuses) == {"succeeded"}
+
+
+async def test_a_finished_handler_frees_its_slot_before_its_outcome_is_written(db: Database) -> None:
+    """The outcome write holds no CRM slot: with one slot, the second operation's handler starts
+    while the first one's success is still being recorded."""
+    started: list[str] = []
+    recording = asyncio.Event()
+    release = asyncio.Event()
+    original = outbox.mark_succeeded
+
+    async def slow_success(*args: Any, **kwargs: Any) -> Any:
+        recording.set()
+        await release.wait()
+        return await original(*args, **kwargs)
+
+    async def handler(op: SyncOperation, ctx: HandlerContext) -> dict:
+        started.append(op.payload["key"])
+        if len(started) == 2:
+            release.set()  # only reachable if the slot was freed before the write finished
+        return {}
+
+    await enqueue(db, "a")
+    await enqueue(db, "b")
+    worker = make_worker(db, {"thing.create": handler}, Clock(), concurrency=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(outbox, "mark_succeeded", slow_success)
+        assert await asyncio.wait_for(worker.drain(), 10) == 2
+    assert started == ["a", "b"]

@@ -58,7 +58,8 @@ class HandlerContext:
         self.operation = op
         self.attempt = op.attempts
         self._progress: dict[str, Any] = dict(op.result or {})
-        self._renew_at = worker.clock() + worker.lease / 2  # claimed just now, for one lease
+        # Renew once half the lease has gone; a claimed operation may wait for a slot (prefetch).
+        self._renew_at = (op.lease_until or worker.clock()) - worker.lease / 2
         self.success_writes: list[Callable[[Connection], None]] = []
 
     @property
@@ -83,6 +84,10 @@ class HandlerContext:
         """
         self._progress = {**self._progress, **result}
         self.operation.result = dict(self._progress)
+        await self.keep_lease()
+
+    async def keep_lease(self) -> None:
+        """Renew the lease if half of it has gone (see `renew_lease`); otherwise nothing."""
         if self._worker.clock() >= self._renew_at:
             await self.renew_lease()
 
@@ -335,6 +340,7 @@ class OutboxWorker:
         try:
             if handler is None:
                 raise ConfigurationError(f"no handler is registered for action {op.action!r}")
+            await ctx.keep_lease()  # it may have waited for a slot; reclaimed meanwhile: not ours
             result = await handler(op, ctx)
         except outbox.LeaseLostError:
             logger.warning("operation %s was reclaimed by another worker; dropping our attempt", op.id)

@@ -262,3 +262,44 @@ async def test_a_finished_handler_frees_its_slot_before_its_outcome_is_written(d
         mp.setattr(outbox, "mark_succeeded", slow_success)
         assert await asyncio.wait_for(worker.drain(), 10) == 2
     assert started == ["a", "b"]
+
+
+async def test_a_prefetched_operation_renews_its_lease_before_it_starts(db: Database) -> None:
+    """Claimed ahead, an operation waits for a slot; past half its lease it is renewed before its
+    handler runs, so another worker cannot take it while we work on it."""
+    clock = Clock()
+    leases: dict[str, datetime | None] = {}
+
+    async def slow(op: SyncOperation, ctx: HandlerContext) -> dict:
+        async with db.sessions() as s:
+            leases[op.payload["key"]] = (await s.get(SyncOperation, op.id)).lease_until  # type: ignore[union-attr]
+        clock.now += timedelta(seconds=40)  # the slot is busy for 40 s of a 60 s lease
+        return {}
+
+    await enqueue(db, "a")
+    await enqueue(db, "b")
+    worker = make_worker(db, {"thing.create": slow}, clock, concurrency=1, prefetch=1, lease=LEASE)
+    assert await worker.drain() == 2
+    assert leases["a"] == T0 + LEASE  # started at once: its claim's lease
+    assert leases["b"] == T0 + timedelta(seconds=40) + LEASE  # waited 40 s: renewed on start
+
+
+async def test_a_prefetched_operation_reclaimed_meanwhile_is_not_run(db: Database) -> None:
+    clock = Clock()
+    ran: list[str] = []
+
+    async def stalls(op: SyncOperation, ctx: HandlerContext) -> dict:
+        ran.append(op.payload["key"])
+        if op.payload["key"] == "a":
+            clock.now += timedelta(seconds=90)  # b's lease runs out while it waits; another takes it
+            await outbox.claim_due(db, worker_id="w2", limit=5, lease=LEASE, now=clock())
+        return {}
+
+    await enqueue(db, "a")
+    b_id = await enqueue(db, "b")
+    worker = make_worker(db, {"thing.create": stalls}, clock, concurrency=1, prefetch=1, lease=LEASE)
+    await worker.drain()
+    assert ran == ["a"]  # b is w2's now: starting it too could book it twice
+    async with db.sessions() as s:
+        b = await s.get(SyncOperation, b_id)
+    assert b is not None and (b.status, b.lease_owner) == ("in_flight", "w2")

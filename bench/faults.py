@@ -39,7 +39,8 @@ from crm_mcp.sandbox.runner import start_ghl_sandbox
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncOperation
-from crm_mcp.sync.worker import HandlerContext, OutboxWorker, utcnow
+from crm_mcp.sync.context import HandlerContext
+from crm_mcp.sync.worker import OutboxWorker, utcnow
 
 BURST, INTERVAL_MS = 20, 2000
 CONTACTS = 40

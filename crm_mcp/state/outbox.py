@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Integer, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -263,8 +263,8 @@ async def checkpoint(
     Only while the lease is ours (in flight, and owned by `worker_id` when given); optionally
     extends the lease. Returns the merged progress; raises LeaseLostError otherwise.
 
-    `progress`: the stored progress as the lease holder knows it (what it claimed plus its own
-    checkpoints: while `worker_id` holds the lease nobody else writes it). With it and
+    `progress`: the progress as the lease holder has it (what it claimed plus its own
+    checkpoints, perhaps not stored yet: while `worker_id` holds the lease nobody else writes it). With it and
     `worker_id`, the merge happens here and the write is one conditional UPDATE whose row count
     says whether the lease is still ours, instead of a locking read and an ORM flush.
     """
@@ -314,6 +314,19 @@ _SUCCEED = (
     )
 )
 _LOG_INSERT = insert(_LOGS)
+_RELEASE = (
+    update(_OPS)
+    .where(_LEASED_BY)
+    .values(
+        status="pending",
+        lease_owner=None,
+        lease_until=None,
+        result=bindparam("new_result", type_=_OPS.c.result.type),
+        attempts=_OPS.c.attempts - bindparam("give_back", type_=Integer),
+        next_attempt_at=bindparam("new_updated_at", type_=_OPS.c.next_attempt_at.type),
+        updated_at=bindparam("new_updated_at", type_=_OPS.c.updated_at.type),
+    )
+)
 
 
 def _rowcount(result: Any) -> int:
@@ -340,7 +353,7 @@ async def mark_succeeded(
     """Record success (merging `result` into the checkpointed progress) and log the attempt.
 
     Returns None if the lease was lost meanwhile: another worker owns the outcome then.
-    `progress`: the stored progress as the lease holder knows it (see `checkpoint`); with it the
+    `progress`: the progress as the lease holder has it (see `checkpoint`); with it the
     success is one conditional UPDATE plus the log INSERT, and `op` itself is returned, updated.
     `also`: the handler's own writes, run in the same transaction (after the lease check), so
     that they commit with the success or not at all.
@@ -389,6 +402,34 @@ async def _mark_succeeded_read(
             for extra in also:
                 await conn.run_sync(extra)
     return row
+
+
+@dataclass
+class Release:
+    """A leased operation a stopping worker hands back: its progress, and whether its handler ever
+    started (an attempt that never started is given back to the attempt counter)."""
+
+    op_id: str
+    progress: Mapping[str, Any]
+    started: bool
+
+
+async def release(db: Database, ops: Sequence[Release], *, worker_id: str, now: datetime) -> None:
+    """Make operations leased by `worker_id` due again at once, with their progress stored, so a
+    stopped worker's operations need not wait for their leases to expire. One write; an operation
+    whose lease is no longer ours is left alone."""
+    params = [
+        {
+            "op_id": r.op_id,
+            "owner": worker_id,
+            "new_result": dict(r.progress),
+            "give_back": 0 if r.started else 1,
+            "new_updated_at": now,
+        }
+        for r in ops
+    ]
+    if params:
+        await db.run_write(lambda conn: conn.execute(_RELEASE, params))
 
 
 async def mark_failed(

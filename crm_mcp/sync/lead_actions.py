@@ -1,9 +1,9 @@
 """Outbox handlers for the agent's toolbox: contact upserts, notes, and applying a lead score.
 
-Same contract as `crm_mcp.sync.actions`: each step checkpoints into the operation, so a retried
-delivery resumes where it stopped, and creates without a natural key (notes, tasks) carry a
-`crm-mcp:<id>:<purpose>` marker and are looked up by it before being created again. Contact
-upserts are natural-key writes (email/phone), so repeating them is harmless.
+Same contract as `crm_mcp.sync.actions`: every step is safe to repeat by itself and checkpoints
+its result, so a retried delivery resumes where it stopped; creates without a natural key (notes,
+tasks) carry a `crm-mcp:<id>:<purpose>` marker and are looked up by it before being created
+again. Contact upserts are natural-key writes (email/phone), so repeating them is harmless.
 """
 
 from __future__ import annotations

@@ -2,15 +2,9 @@
 
 Handlers are plain async functions keyed by action (``"appointment.create"``), injected by
 whoever wires connectors in, so this loop knows nothing about any CRM. Every remote step of a
-handler must be safe to repeat on its own (an upsert by natural key, or read-before-create), since
-a worker can die between the CRM's answer and any write of ours. On top of that a handler records
-each finished step with `HandlerContext.checkpoint` (e.g. "contact created, id X"), so that a
-retry resumes after it instead of repeating its requests.
-
-Progress is written behind: it is stored in the same write that records the attempt's outcome
-(success or failure), and at once only when half the lease has gone (the write renews the lease
-and finds out if it was lost). A step's requests cost no database write of their own; what a crash
-loses is only the shortcut, never the safety, which comes from the steps themselves.
+handler must be safe to repeat on its own (an upsert by natural key, or read-before-create); it
+records each finished step with `HandlerContext.checkpoint`, so that a retry resumes after it.
+How progress and the lease are kept is in `crm_mcp.sync.context`.
 
 Failure policy: a `CRMError` that says it is retryable is rescheduled with backoff (an explicit
 Retry-After or an open breaker's reopen time is honoured); any other `CRMError` is a dead letter
@@ -33,13 +27,15 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, delete
+import anyio
+from sqlalchemy import delete
 
 from crm_mcp.errors import CircuitOpenError, ConfigurationError, CRMError, RateLimitedError
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncOperation, WorkerHeartbeat
 from crm_mcp.sync import backoff
+from crm_mcp.sync.context import HandlerContext
 
 logger = logging.getLogger(__name__)
 
@@ -48,66 +44,6 @@ HEARTBEAT_EVERY = timedelta(seconds=5)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class HandlerContext:
-    """What a handler may use besides the operation: the time, its progress, and checkpoints."""
-
-    def __init__(self, worker: OutboxWorker, op: SyncOperation) -> None:
-        self._worker = worker
-        self.operation = op
-        self.attempt = op.attempts
-        self._progress: dict[str, Any] = dict(op.result or {})
-        # Renew once half the lease has gone; a claimed operation may wait for a slot (prefetch).
-        self._renew_at = (op.lease_until or worker.clock()) - worker.lease / 2
-        self.success_writes: list[Callable[[Connection], None]] = []
-
-    @property
-    def now(self) -> datetime:
-        return self._worker.clock()
-
-    @property
-    def progress(self) -> dict[str, Any]:
-        """Steps recorded so far, including those of earlier attempts (a copy)."""
-        return dict(self._progress)
-
-    @property
-    def stored_progress(self) -> dict[str, Any]:
-        """The progress to store with this attempt's outcome (claimed plus our checkpoints)."""
-        return self._progress
-
-    async def checkpoint(self, result: dict[str, Any]) -> None:
-        """Record a finished step; it is stored with the attempt's outcome (see the module doc).
-
-        Once half the lease has gone, the progress is written at once and the lease renewed;
-        that raises LeaseLostError if another worker has reclaimed the operation meanwhile.
-        """
-        self._progress = {**self._progress, **result}
-        self.operation.result = dict(self._progress)
-        await self.keep_lease()
-
-    async def keep_lease(self) -> None:
-        """Renew the lease if half of it has gone (see `renew_lease`); otherwise nothing."""
-        if self._worker.clock() >= self._renew_at:
-            await self.renew_lease()
-
-    async def renew_lease(self) -> None:
-        """Write the progress now and extend the lease; raises LeaseLostError if it was lost."""
-        now = self._worker.clock()
-        self._progress = await outbox.checkpoint(
-            self._worker.db,
-            self.operation.id,
-            {},
-            worker_id=self._worker.worker_id,
-            lease_until=now + self._worker.lease,
-            progress=self._progress,  # ours alone while we hold the lease: one conditional UPDATE
-        )
-        self._renew_at = now + self._worker.lease / 2
-
-    def on_success(self, write: Callable[[Connection], None]) -> None:
-        """Run `write(connection)` in the transaction that records this attempt's success, so the
-        handler's own rows (e.g. external refs) commit together with the outcome, in one write."""
-        self.success_writes.append(write)
 
 
 Handler = Callable[[SyncOperation, HandlerContext], Awaitable[dict[str, Any]]]
@@ -134,7 +70,7 @@ class OutboxWorker:
         on_change: Callable[[], None] | None = None,
         prefetch: int | None = None,
     ) -> None:
-        """`on_change` is called after every batch that changed operations (read caches listen).
+        """`on_change` is called whenever operations changed (read caches listen).
         `prefetch`: how many claimed operations the continuous loop keeps waiting for a slot, so a
         freed slot starts the next one without a claim in between (default: a quarter of
         `concurrency`, at least 1; their leases run while they wait)."""
@@ -257,14 +193,13 @@ class OutboxWorker:
                 finished = 0  # attempts over: outcome recorded, or nothing of ours to record
                 for task in done & running.keys():
                     op = running.pop(task)
-                    record = self._settled(task, op)
+                    record = self._settled(task, op.id, "an attempt")
                     if record is None:
                         finished += 1
                     else:
                         recording[asyncio.ensure_future(record())] = op.id
                 for task in done & recording.keys():
-                    recording.pop(task)
-                    self._settled(task, None)
+                    self._settled(task, recording.pop(task), "recording its outcome")
                     finished += 1
                 if finished:
                     total += finished
@@ -274,11 +209,40 @@ class OutboxWorker:
         finally:
             if stop_waiter is not None:
                 stop_waiter.cancel()
-            # Cancelled (or failed) with work in hand: the leases of what did not finish expire.
-            pending = [*running, *recording, *([claiming] if claiming is not None else [])]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if running or recording or ready or claiming is not None:
+                # Cancelled (the server's session ended) or failed with work in hand. Shielded:
+                # an anyio cancel scope would cancel every await in here again.
+                with anyio.CancelScope(shield=True):
+                    await self._wind_down(running, recording, ready, claiming)
+
+    async def _wind_down(
+        self,
+        running: Mapping[asyncio.Future[Any], SyncOperation],
+        recording: Mapping[asyncio.Future[Any], str],
+        ready: deque[SyncOperation],
+        claiming: asyncio.Future[list[SyncOperation]] | None,
+    ) -> None:
+        """Stop what runs (each attempt hands its operation back with its progress, see
+        `_attempt`), let outcome writes finish, and hand back what was claimed but never started."""
+        for task in running:
+            task.cancel()
+        if claiming is not None:
+            claiming.cancel()
+        await asyncio.gather(*running, *recording, return_exceptions=True)
+        unstarted = list(ready)
+        if claiming is not None and claiming.done() and not claiming.cancelled() and not claiming.exception():
+            unstarted += claiming.result()  # the claim had finished: those are ours too
+        await self._release([outbox.Release(op.id, op.result or {}, started=False) for op in unstarted])
+
+    async def _release(self, ops: list[outbox.Release]) -> None:
+        try:
+            await outbox.release(self.db, ops, worker_id=self.worker_id, now=self.clock())
+        except Exception:
+            logger.exception(
+                "outbox worker %s: could not hand back %d operation(s); their leases will expire",
+                self.worker_id,
+                len(ops),
+            )
 
     async def _claim(self, limit: int, busy: set[str]) -> list[SyncOperation]:
         await self._heartbeat()
@@ -301,21 +265,21 @@ class OutboxWorker:
         logger.error("outbox worker %s: claim failed; retrying after a pause", self.worker_id, exc_info=error)
         return []
 
-    def _settled(
-        self, task: asyncio.Future[Any], op: SyncOperation | None
-    ) -> Callable[[], Awaitable[None]] | None:
-        """A finished handler's outcome writer (op given), or None; a failure here is logged."""
+    def _settled(self, task: asyncio.Future[Any], op_id: str, what: str) -> Any:
+        """A finished task's result (None if it failed or was cancelled; a failure is logged)."""
         if task.cancelled():
             return None
         if task.exception() is not None:
             logger.error(
-                "outbox worker %s: %s failed; the lease will expire and the operation be retried",
+                "outbox worker %s: operation %s: %s failed; the lease will expire and the operation "
+                "be retried",
                 self.worker_id,
-                "an attempt" if op is not None else "recording an outcome",
+                op_id,
+                what,
                 exc_info=task.exception(),
             )
             return None
-        return task.result() if op is not None else None
+        return task.result()
 
     async def _pause(self, stop: asyncio.Event) -> None:
         waiter = asyncio.ensure_future(stop.wait())
@@ -333,34 +297,50 @@ class OutboxWorker:
 
     async def _attempt(self, op: SyncOperation) -> Callable[[], Awaitable[None]] | None:
         """Run the operation's handler; return the write that records its outcome (None when the
-        lease was lost: the outcome is another worker's to record then)."""
+        lease was lost: the outcome is another worker's to record then). Cancelled (the worker
+        is stopping), it hands the operation back with its progress, due again at once."""
         started = time.perf_counter()
         handler = self.handlers.get(op.action)
-        ctx = HandlerContext(self, op)
+        ctx = HandlerContext(self.db, op, worker_id=self.worker_id, lease=self.lease, clock=self.clock)
+        keeper: asyncio.Future[None] | None = None
         try:
             if handler is None:
                 raise ConfigurationError(f"no handler is registered for action {op.action!r}")
             await ctx.keep_lease()  # it may have waited for a slot; reclaimed meanwhile: not ours
+            keeper = asyncio.ensure_future(ctx.keep_alive())
             result = await handler(op, ctx)
         except outbox.LeaseLostError:
             logger.warning("operation %s was reclaimed by another worker; dropping our attempt", op.id)
             return None
+        except asyncio.CancelledError:
+            await self._release([outbox.Release(op.id, ctx.stored_progress, started=True)])
+            raise
         except Exception as exc:
             return partial(self._failed, op, exc, _elapsed_ms(started), ctx.stored_progress)
+        finally:
+            if keeper is not None:
+                keeper.cancel()
         return partial(self._succeeded, op, result or {}, _elapsed_ms(started), ctx)
 
     async def _succeeded(
         self, op: SyncOperation, result: dict[str, Any], duration_ms: int, ctx: HandlerContext
     ) -> None:
-        done = await outbox.mark_succeeded(
-            self.db,
-            op,
-            result,
-            self.clock(),
-            duration_ms,
-            progress=ctx.stored_progress,
-            also=ctx.success_writes,
-        )
+        try:
+            done = await outbox.mark_succeeded(
+                self.db,
+                op,
+                result,
+                self.clock(),
+                duration_ms,
+                progress=ctx.stored_progress,
+                also=ctx.success_writes,
+            )
+        except Exception as exc:
+            # The success transaction (with the handler's own writes) was rolled back: record a
+            # failed attempt instead, with the progress, so backoff and the dead-letter queue apply.
+            logger.warning("operation %s: recording its success failed: %r", op.id, exc)
+            await self._failed(op, exc, duration_ms, ctx.stored_progress)
+            return
         if done is None:
             logger.warning("operation %s succeeded after its lease was reclaimed", op.id)
 

@@ -22,7 +22,8 @@ from crm_mcp.sandbox.runner import SandboxServer
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncOperation
-from crm_mcp.sync.worker import HandlerContext, OutboxWorker
+from crm_mcp.sync.context import HandlerContext
+from crm_mcp.sync.worker import OutboxWorker
 
 pytestmark = pytest.mark.anyio
 

@@ -7,9 +7,11 @@ against the sandbox with SIGKILLs.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any, cast
 
+import anyio
 import pytest
 from sqlalchemy import Connection, Table, insert, select
 
@@ -17,7 +19,8 @@ from crm_mcp.errors import UpstreamUnavailableError
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import ExternalRef, SyncOperation
-from crm_mcp.sync.worker import HandlerContext
+from crm_mcp.sync.context import HandlerContext
+from crm_mcp.sync.worker import OutboxWorker, utcnow
 from tests.sync.test_worker import T0, Clock, db, enqueue, make_worker, status_of
 
 pytestmark = pytest.mark.anyio
@@ -146,3 +149,84 @@ async def test_success_writes_are_dropped_with_a_lost_lease(db: Database) -> Non
     assert await refs(db) == []  # the success was refused, and its writes with it
     op = await status_of(db, op_id)
     assert (op.status, op.lease_owner) == ("in_flight", "w2")
+
+
+async def test_a_failing_success_write_is_a_failed_attempt_with_its_progress(db: Database) -> None:
+    """The success transaction carries the handler's own writes; if it fails, the attempt counts as
+    failed (backoff, then the dead-letter queue), not as an operation left leased to run again."""
+    runs = 0
+
+    def broken(conn: Connection) -> None:
+        raise RuntimeError("refs table is gone")
+
+    async def create(op: SyncOperation, ctx: HandlerContext) -> dict:
+        nonlocal runs
+        runs += 1
+        await ctx.checkpoint({"contact_id": "c-1"})
+        ctx.on_success(broken)
+        return {}
+
+    op_id = await enqueue(db, "k")
+    clock = Clock()
+    worker = make_worker(db, {"thing.create": create}, clock, max_attempts=2)
+    await worker.run_until_idle()
+    op = await status_of(db, op_id)
+    assert (op.status, op.result, op.lease_owner) == ("pending", {"contact_id": "c-1"}, None)
+    assert "refs table is gone" in (op.last_error or "")
+    clock.now = op.next_attempt_at
+    await worker.run_until_idle()
+    assert (await status_of(db, op_id)).status == "dead" and runs == 2
+
+
+async def test_the_lease_is_kept_alive_through_a_slow_step(db: Database) -> None:
+    """Real time: a 1.5 s lease, a step that takes 2 s. Without renewal another worker could claim
+    the operation at 1.7 s and run it alongside; renewed every third of the lease, it cannot."""
+    lease = timedelta(seconds=1.5)
+    stolen: list[int] = []
+
+    async def slow(op: SyncOperation, ctx: HandlerContext) -> dict:
+        await asyncio.sleep(1.7)
+        other = await outbox.claim_due(db, worker_id="w2", limit=5, lease=lease, now=utcnow())
+        stolen.append(len(other))
+        await asyncio.sleep(0.3)
+        await ctx.checkpoint({"step": 1})  # still ours
+        return {}
+
+    op_id = await enqueue(db, "k")
+    worker = OutboxWorker(db, {"thing.create": slow}, worker_id="w1", lease=lease, clock=utcnow)
+    assert await worker.run_until_idle() == 1
+    assert stolen == [0]
+    op = await status_of(db, op_id)
+    assert (op.status, op.attempts, op.result) == ("succeeded", 1, {"step": 1})
+
+
+@pytest.mark.parametrize("how", ["asyncio", "anyio"])
+async def test_a_stopped_worker_hands_its_operations_back(db: Database, how: str) -> None:
+    """Cancelled (how `serve` stops when its session ends; anyio's cancel scopes cancel every await
+    again), the worker stores the running operation's progress and makes it due at once, and gives
+    back the operations it had claimed ahead but not started, instead of leaving them all leased."""
+    started = asyncio.Event()
+
+    async def hangs(op: SyncOperation, ctx: HandlerContext) -> dict:
+        await ctx.checkpoint({"contact_id": f"c-{op.payload['n']}"})
+        started.set()
+        await asyncio.Event().wait()
+        return {}
+
+    ids = [await enqueue(db, f"k{i}", n=i) for i in range(3)]
+    clock = Clock()
+    worker = make_worker(db, {"thing.create": hangs}, clock, concurrency=1, prefetch=2)
+    if how == "asyncio":
+        task = asyncio.ensure_future(worker.run_forever())
+        await asyncio.wait_for(started.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run_forever)
+            await asyncio.wait_for(started.wait(), 5)
+            tg.cancel_scope.cancel()
+    ops = [await status_of(db, op_id) for op_id in ids]
+    assert [(op.status, op.lease_owner, op.next_attempt_at) for op in ops] == [("pending", None, clock())] * 3
+    assert [(op.attempts, op.result) for op in ops] == [(1, {"contact_id": "c-0"}), (0, {}), (0, {})]

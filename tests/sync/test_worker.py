@@ -23,7 +23,8 @@ from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncLog, SyncOperation, WorkerHeartbeat
 from crm_mcp.state.status import sync_status
-from crm_mcp.sync.worker import HandlerContext, OutboxWorker
+from crm_mcp.sync.context import HandlerContext
+from crm_mcp.sync.worker import OutboxWorker
 
 pytestmark = pytest.mark.anyio
 

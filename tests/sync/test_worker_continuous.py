@@ -15,7 +15,8 @@ from sqlalchemy import select
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncLog, SyncOperation
-from crm_mcp.sync.worker import HandlerContext, OutboxWorker
+from crm_mcp.sync.context import HandlerContext
+from crm_mcp.sync.worker import OutboxWorker
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Integer, Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -322,7 +322,7 @@ _RELEASE = (
         lease_owner=None,
         lease_until=None,
         result=bindparam("new_result", type_=_OPS.c.result.type),
-        attempts=_OPS.c.attempts - bindparam("give_back", type_=Integer),
+        attempts=_OPS.c.attempts - 1,
         next_attempt_at=bindparam("new_updated_at", type_=_OPS.c.next_attempt_at.type),
         updated_at=bindparam("new_updated_at", type_=_OPS.c.updated_at.type),
     )
@@ -406,26 +406,19 @@ async def _mark_succeeded_read(
 
 @dataclass
 class Release:
-    """A leased operation a stopping worker hands back: its progress, and whether its handler ever
-    started (an attempt that never started is given back to the attempt counter)."""
+    """A leased operation a stopping worker hands back, with its progress."""
 
     op_id: str
     progress: Mapping[str, Any]
-    started: bool
 
 
 async def release(db: Database, ops: Sequence[Release], *, worker_id: str, now: datetime) -> None:
     """Make operations leased by `worker_id` due again at once, with their progress stored, so a
-    stopped worker's operations need not wait for their leases to expire. One write; an operation
-    whose lease is no longer ours is left alone."""
+    stopped worker's operations need not wait for their leases to expire. The attempt is given
+    back: our own stop is not a failure of the operation (a kill, whose lease expires, does count).
+    One write; an operation whose lease is no longer ours is left alone."""
     params = [
-        {
-            "op_id": r.op_id,
-            "owner": worker_id,
-            "new_result": dict(r.progress),
-            "give_back": 0 if r.started else 1,
-            "new_updated_at": now,
-        }
+        {"op_id": r.op_id, "owner": worker_id, "new_result": dict(r.progress), "new_updated_at": now}
         for r in ops
     ]
     if params:

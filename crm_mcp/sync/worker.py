@@ -133,7 +133,8 @@ class OutboxWorker:
         try:
             await self._run_continuously(stop)
         finally:
-            await self._remove_heartbeat()
+            with anyio.CancelScope(shield=True):  # stopped by cancellation too (serve's session end)
+                await self._remove_heartbeat()
             logger.info("outbox worker %s stopped after %d operations", self.worker_id, self.processed)
 
     async def _run_continuously(self, stop: asyncio.Event | None, *, until_idle: bool = False) -> int:
@@ -223,7 +224,7 @@ class OutboxWorker:
         claiming: asyncio.Future[list[SyncOperation]] | None,
     ) -> None:
         """Stop what runs (each attempt hands its operation back with its progress, see
-        `_attempt`), let outcome writes finish, and hand back what was claimed but never started."""
+        `_attempt`), let outcome writes finish, and hand back what was claimed but not started."""
         for task in running:
             task.cancel()
         if claiming is not None:
@@ -232,7 +233,7 @@ class OutboxWorker:
         unstarted = list(ready)
         if claiming is not None and claiming.done() and not claiming.cancelled() and not claiming.exception():
             unstarted += claiming.result()  # the claim had finished: those are ours too
-        await self._release([outbox.Release(op.id, op.result or {}, started=False) for op in unstarted])
+        await self._release([outbox.Release(op.id, op.result or {}) for op in unstarted])
 
     async def _release(self, ops: list[outbox.Release]) -> None:
         try:
@@ -313,7 +314,7 @@ class OutboxWorker:
             logger.warning("operation %s was reclaimed by another worker; dropping our attempt", op.id)
             return None
         except asyncio.CancelledError:
-            await self._release([outbox.Release(op.id, ctx.stored_progress, started=True)])
+            await self._release([outbox.Release(op.id, ctx.stored_progress)])
             raise
         except Exception as exc:
             return partial(self._failed, op, exc, _elapsed_ms(started), ctx.stored_progress)

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Table, insert, select
 from crm_mcp.errors import UpstreamUnavailableError
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
-from crm_mcp.state.models import ExternalRef, SyncOperation
+from crm_mcp.state.models import ExternalRef, SyncOperation, WorkerHeartbeat
 from crm_mcp.sync.context import HandlerContext
 from crm_mcp.sync.worker import OutboxWorker, utcnow
 from tests.sync.test_worker import T0, Clock, db, enqueue, make_worker, status_of
@@ -203,8 +203,8 @@ async def test_the_lease_is_kept_alive_through_a_slow_step(db: Database) -> None
 @pytest.mark.parametrize("how", ["asyncio", "anyio"])
 async def test_a_stopped_worker_hands_its_operations_back(db: Database, how: str) -> None:
     """Cancelled (how `serve` stops when its session ends; anyio's cancel scopes cancel every await
-    again), the worker stores the running operation's progress and makes it due at once, and gives
-    back the operations it had claimed ahead but not started, instead of leaving them all leased."""
+    again), the worker stores the running operation's progress and makes it due at once, and hands
+    back the operations it had claimed ahead, instead of leaving them all leased."""
     started = asyncio.Event()
 
     async def hangs(op: SyncOperation, ctx: HandlerContext) -> dict:
@@ -229,4 +229,7 @@ async def test_a_stopped_worker_hands_its_operations_back(db: Database, how: str
             tg.cancel_scope.cancel()
     ops = [await status_of(db, op_id) for op_id in ids]
     assert [(op.status, op.lease_owner, op.next_attempt_at) for op in ops] == [("pending", None, clock())] * 3
-    assert [(op.attempts, op.result) for op in ops] == [(1, {"contact_id": "c-0"}), (0, {}), (0, {})]
+    # our own stop is not a failed attempt: each attempt is given back
+    assert [(op.attempts, op.result) for op in ops] == [(0, {"contact_id": "c-0"}), (0, {}), (0, {})]
+    async with db.sessions() as s:
+        assert (await s.execute(select(WorkerHeartbeat))).first() is None  # and it said goodbye

@@ -40,6 +40,7 @@ from crm_mcp.sync.context import HandlerContext
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = timedelta(seconds=5)
+HEARTBEAT_KEPT = timedelta(days=1)  # a dead worker's heartbeat is shown (not alive) this long
 
 
 def utcnow() -> datetime:
@@ -388,6 +389,10 @@ class OutboxWorker:
         async with self.db.begin_write() as session:
             beat = await session.get(WorkerHeartbeat, self.worker_id)
             if beat is None:
+                # Killed workers leave their row; a day later it says nothing any more.
+                await session.execute(
+                    delete(WorkerHeartbeat).where(WorkerHeartbeat.seen_at < now - HEARTBEAT_KEPT)
+                )
                 beat = WorkerHeartbeat(worker_id=self.worker_id, started_at=self._started_at, pid=os.getpid())
                 session.add(beat)
             beat.seen_at = now

@@ -340,3 +340,15 @@ async def test_max_attempts_spends_the_retry_budget(db: Database) -> None:
     await worker.run_until_idle()
     op = await status_of(db, op_id)
     assert (op.status, op.attempts) == ("dead", 2)
+
+
+async def test_a_starting_worker_prunes_heartbeats_dead_for_a_day(db: Database) -> None:
+    """SIGKILLed workers cannot remove their heartbeat; a new worker drops those not seen for a
+    day, and keeps recent ones (shown as not alive) so a crash stays visible in the status."""
+    async with db.begin_write() as s:
+        for worker_id, age in (("old", timedelta(days=2)), ("recent", timedelta(minutes=10))):
+            s.add(WorkerHeartbeat(worker_id=worker_id, started_at=T0 - age, seen_at=T0 - age, pid=1))
+    await make_worker(db, {}, Clock()).run_until_idle()
+    async with db.sessions() as s:
+        ids = set((await s.execute(select(WorkerHeartbeat.worker_id))).scalars())
+    assert ids == {"recent", "w1"}

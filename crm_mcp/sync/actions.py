@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection as SyncConnection
@@ -96,6 +96,24 @@ def _same_instant(a: datetime, b: datetime) -> bool:
     return abs((a - b).total_seconds()) < 1
 
 
+def _stale_changes(changes: Mapping[str, Any], current: LocalAppointment) -> dict[str, Any]:
+    """The queued changes the local record no longer holds, with the value it holds now."""
+    stale: dict[str, Any] = {}
+    for key in ("status", "start_time", "end_time", "title"):
+        if key not in changes:
+            continue
+        held = getattr(current, key)
+        if isinstance(held, datetime):
+            wanted = datetime.fromisoformat(changes[key])
+            if wanted.tzinfo is None:
+                wanted = wanted.replace(tzinfo=UTC)
+            if not _same_instant(wanted, held):
+                stale[key] = held.isoformat()
+        elif held != changes[key]:
+            stale[key] = held
+    return stale
+
+
 def _contact_from(payload: Mapping[str, Any]) -> Contact:
     c = payload["contact"]
     return Contact(
@@ -163,10 +181,9 @@ def build_handlers(
             ).scalars()
             return {r.remote_type: r.remote_id for r in rows}
 
-    async def local_status(local_id: str) -> str | None:
+    async def local_appointment(local_id: str) -> LocalAppointment | None:
         async with db.sessions() as session:
-            appt = await session.get(LocalAppointment, local_id)
-            return appt.status if appt is not None else None
+            return await session.get(LocalAppointment, local_id)
 
     async def appointment_create(op: SyncOperation, ctx: Any) -> dict[str, Any]:
         p = op.payload
@@ -252,23 +269,27 @@ def build_handlers(
         changes: dict[str, Any] = dict(p["changes"])
         action = p["action"]
         # The local record is the truth, not the snapshot queued with this operation: if an inbound
-        # CRM change won a conflict (or a later local change followed), this status is stale and
-        # pushing it would undo the winner. Then neither the status nor the lost action's tag and
-        # task are delivered; a later local change delivers itself through its own operation.
-        superseded = False
-        if "status" in changes:
-            current = await local_status(local_id)
-            if current is not None and current != changes["status"]:
-                log.info(
-                    "operation %s: appointment %s is %s locally now; not pushing the stale status %s",
-                    op.id,
-                    local_id,
-                    current,
-                    changes["status"],
-                )
-                del changes["status"]
-                done["superseded_status"] = current
-                superseded = True
+        # CRM change won a conflict, or a later local change followed (and may have been delivered
+        # first, this one having failed and waited for its retry), a value here that the record no
+        # longer holds is stale, and pushing it would undo the winner. Such values are dropped;
+        # a stale status also drops the lost action's tag and task. A later local change delivers
+        # itself through its own operation.
+        current = await local_appointment(local_id)
+        stale = _stale_changes(changes, current) if current is not None else {}
+        for key, now_value in stale.items():
+            log.info(
+                "operation %s: appointment %s has %s=%s locally now; not pushing the stale %s",
+                op.id,
+                local_id,
+                key,
+                now_value,
+                changes.pop(key),
+            )
+        superseded = "status" in stale
+        if superseded:
+            done["superseded_status"] = stale["status"]
+        if stale.keys() - {"status"}:
+            done["superseded"] = sorted(stale.keys() - {"status"})
         if "updated" not in done:
             update: dict[str, Any] = {}
             if "status" in changes:

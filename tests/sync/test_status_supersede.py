@@ -1,8 +1,10 @@
-"""A queued local status change that lost a conflict to the CRM must not push its stale value.
+"""A queued local change the record no longer holds must not push its stale value.
 
 The inbox resolves a conflict by updating the local record; the losing local operation is still in
-the outbox. When the worker delivers it, the appointment.status handler re-reads the local status
-and leaves the CRM alone (and skips the lost action's tag and task) if the record moved on.
+the outbox. Or a later local change was delivered first, while this one waited for a retry. When
+the worker delivers it, the appointment.status handler re-reads the local record and leaves the
+CRM alone for every value the record moved on from (for a status, it also skips the lost action's
+tag and task).
 """
 
 from __future__ import annotations
@@ -90,3 +92,37 @@ async def test_status_that_still_holds_is_pushed(ghl_sandbox: Any, settings_fact
         snap = sim.snapshot()
         assert snap["appointments"][0]["appointmentStatus"] == "cancelled"
         assert "appointment-cancelled" in snap["contacts"][0]["tags"]
+
+
+async def test_a_reschedule_retried_after_a_later_one_does_not_undo_it(
+    ghl_sandbox: Any, settings_factory: Any
+) -> None:
+    """Reschedule to 16:00 fails and waits for its retry; a reschedule to 17:00 is delivered
+    meanwhile. The retry must not move the CRM back to 16:00: the local record says 17:00."""
+    sim, server = ghl_sandbox
+    async with harness(settings_factory(server.url)) as h:
+        booked = await h.ok("create_appointment", BOOKING)
+        await h.settle()
+        appt_id = booked["appointment"]["id"]
+        sim.faults.set("error", status=503, path=r"^/calendars/events/appointments/.")  # PUT of the event
+        first = await h.ok(
+            "update_appointment_status",
+            {"appointment_id": appt_id, "action": "update", "start_time": "2026-12-01T16:00:00"},
+        )
+        await h.deliver()  # fails; its retry waits for the backoff
+        sim.faults.clear()
+        await h.ok(
+            "update_appointment_status",
+            {"appointment_id": appt_id, "action": "update", "start_time": "2026-12-01T17:00:00"},
+        )
+        await h.deliver()  # only the second one is due
+        [event] = sim.snapshot()["appointments"]
+        moved_to = event["startTime"]
+        await h.settle()  # now the first one's retry runs
+        [event] = sim.snapshot()["appointments"]
+        assert event["startTime"] == moved_to
+        db = await h.runtime.database()
+        async with db.sessions() as s:
+            op = await s.get(SyncOperation, first["sync_operation_id"])
+            assert op is not None and op.status == "succeeded" and op.attempts == 2
+            assert op.result is not None and op.result["superseded"] == ["end_time", "start_time"]

@@ -77,7 +77,6 @@ class HandlerContext:
         renewing it finds it lost.
         """
         self._progress = {**self._progress, **result}
-        self.operation.result = dict(self._progress)
         await self.keep_lease()
 
     async def keep_lease(self) -> None:

@@ -15,7 +15,6 @@ import anyio
 import pytest
 from sqlalchemy import Connection, Table, insert, select
 
-from crm_mcp.errors import UpstreamUnavailableError
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import ExternalRef, SyncOperation, WorkerHeartbeat
@@ -53,30 +52,6 @@ async def test_checkpoints_are_stored_with_the_success_not_one_write_each(db: Da
         "note_id": "note_id-1",
         "task_id": "t-1",
     }
-
-
-async def test_a_failure_stores_the_progress_so_the_retry_resumes(db: Database) -> None:
-    calls: list[str] = []
-
-    async def flaky(op: SyncOperation, ctx: HandlerContext) -> dict:
-        if "contact_id" not in ctx.progress:
-            calls.append("contact")
-            await ctx.checkpoint({"contact_id": "c-1"})
-        calls.append("event")
-        if len(calls) == 2:
-            raise UpstreamUnavailableError("502 creating the appointment")
-        return {"event_id": "e-1"}
-
-    op_id = await enqueue(db, "k")
-    clock = Clock()
-    worker = make_worker(db, {"thing.create": flaky}, clock)
-    await worker.run_until_idle()
-    op = await status_of(db, op_id)
-    assert (op.status, op.result) == ("pending", {"contact_id": "c-1"})
-    clock.now = op.next_attempt_at
-    await worker.run_until_idle()
-    assert calls == ["contact", "event", "event"]
-    assert (await stored_result(db, op_id)) == {"contact_id": "c-1", "event_id": "e-1"}
 
 
 async def test_a_checkpoint_past_half_the_lease_writes_and_renews_it(db: Database) -> None:

@@ -260,7 +260,9 @@ async def test_checkpoint_lets_a_retry_resume(db: Database) -> None:
     clock = Clock()
     worker = make_worker(db, {"thing.create": two_steps}, clock)
     await worker.run_until_idle()
-    clock.now = (await status_of(db, op_id)).next_attempt_at
+    op = await status_of(db, op_id)
+    assert (op.status, op.result) == ("pending", {"contact_id": "c-1"})  # stored with the failure
+    clock.now = op.next_attempt_at
     await worker.run_until_idle()
     op = await status_of(db, op_id)
     assert op.status == "succeeded"

@@ -87,7 +87,7 @@ def build_server(
     from crm_mcp.server import routes, webhooks
 
     auth: dict[str, Any] = {}
-    if http_token:
+    if http_token is not None:  # an empty token is refused by StaticTokenVerifier, never ignored
         from mcp.server.auth.settings import AuthSettings
 
         from crm_mcp.server.auth import StaticTokenVerifier

@@ -155,7 +155,10 @@ def _http_auth(settings: Settings, transport: Transport, host: str, port: int) -
             f"Serving on {host} (beyond loopback) needs CRM_MCP_HTTP_TOKEN: clients must send it as a "
             "bearer token. Set it, or bind 127.0.0.1."
         )
-    return {"http_token": settings.http_token.get_secret_value(), "public_url": f"http://{host}:{port}"}
+    from crm_mcp.server.auth import check_http_token
+
+    token = check_http_token(settings.http_token.get_secret_value())
+    return {"http_token": token, "public_url": f"http://{host}:{port}"}
 
 
 async def run_worker(

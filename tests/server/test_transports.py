@@ -135,7 +135,12 @@ async def test_sse_transport_serves_tools(tmp_path: Path) -> None:
             assert names >= EXPECTED_TOOLS
 
 
-def test_http_beyond_loopback_requires_a_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("token", [None, "", "   ", "short-token"])
+def test_http_beyond_loopback_requires_a_token(tmp_path: Path, token: str | None) -> None:
+    """No token, an empty one (it once started with no auth at all) or a short one: refused."""
+    env = clean_env(tmp_path)
+    if token is not None:
+        env["CRM_MCP_HTTP_TOKEN"] = token
     out = subprocess.run(
         [
             sys.executable,
@@ -149,13 +154,24 @@ def test_http_beyond_loopback_requires_a_token(tmp_path: Path) -> None:
             "--port",
             str(free_port()),
         ],
-        env=clean_env(tmp_path),
+        env=env,
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert out.returncode == 2
+    assert out.returncode == 2, out.stderr
     assert "CRM_MCP_HTTP_TOKEN" in out.stderr
+
+
+def test_build_server_refuses_an_empty_token(tmp_path: Path) -> None:
+    from crm_mcp.errors import ConfigurationError
+    from crm_mcp.runtime import Runtime
+    from crm_mcp.server.app import build_server
+    from crm_mcp.settings import load_settings
+
+    rt = Runtime(load_settings(_env_file=None, state_dir=tmp_path))
+    with pytest.raises(ConfigurationError):
+        build_server(rt, http_token="")
 
 
 def test_help_lists_every_command() -> None:

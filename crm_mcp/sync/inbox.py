@@ -163,6 +163,46 @@ def events_from(provider: str, data: Any, body: bytes, verified: Verified, now: 
     return [Incoming(_bounded_id(verified.event_id), str(payload.get("type") or "unknown"), payload)]
 
 
+def _ghl_location(event: Mapping[str, Any]) -> str | None:
+    """The location a GoHighLevel event is about: `locationId`; invoices name it as
+    `altId` with `altType: location`; Location* events carry it as their own `id`."""
+    if event.get("locationId"):
+        return str(event["locationId"])
+    if event.get("altType") == "location" and event.get("altId"):
+        return str(event["altId"])
+    if str(event.get("type") or "").startswith("Location") and event.get("id"):
+        return str(event["id"])
+    return None
+
+
+def check_tenant(provider: str, options: Mapping[str, Any], events: list[Incoming]) -> str | None:
+    """Why the events must be refused because they are not this connection's account, or None.
+
+    A valid signature proves only who sent an event, not whose account it is about: GoHighLevel
+    signs every account's webhooks with one key, and a HubSpot app's secret covers every portal
+    that installed it. So each event must name this connection's location / portal; one that
+    names another, or none, is refused (fail closed).
+    """
+    if provider == "gohighlevel":
+        field_name, expected = "location", options.get("location_id")
+        tenants = [_ghl_location(ev.payload) for ev in events]
+    elif provider == "hubspot":
+        field_name, expected = "portal", options.get("portal_id")
+        tenants = [
+            None if ev.payload.get("portalId") is None else str(ev.payload["portalId"]) for ev in events
+        ]
+    else:
+        return None  # Standard Webhooks: the secret is this connection's own
+    if not expected:
+        return f"this connection has no {field_name} id configured, so no event can be bound to it"
+    for tenant in tenants:
+        if tenant is None:
+            return f"the event names no {field_name}; it cannot be bound to this connection"
+        if tenant != str(expected):
+            return f"the event is for another {field_name}, not this connection's"
+    return None
+
+
 async def store(
     db: Database, provider: str, connection: str, events: list[Incoming], now: datetime
 ) -> tuple[list[str], list[str]]:
@@ -223,6 +263,9 @@ async def receive(
         return _refuse(401, exc.message)
     except ValueError as exc:
         return _refuse(400, str(exc))
+    if foreign := check_tenant(provider, options, events):
+        logger.warning("webhook refused for %s/%s: %s", provider, connection, foreign)
+        return _refuse(403, foreign)
     try:
         stored, duplicates = await store(db, provider, connection, events, now)
     except SQLAlchemyError as exc:

@@ -47,6 +47,9 @@ def signer() -> GHLWebhookSigner:
     return GHLWebhookSigner(rsa_bits=2048)
 
 
+LOC = "SbxLoc00000000000001"  # the ghl connection's location
+
+
 def toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
@@ -60,11 +63,13 @@ def env(tmp_path: Path, signer: GHLWebhookSigner, monkeypatch: pytest.MonkeyPatc
     config.write_text(
         "[connections.ghl]\n"
         'provider = "gohighlevel"\n'
+        f'location_id = "{LOC}"\n'
         f"webhook_public_key = {toml_str(signer.rsa_public_pem)}\n"
         f"webhook_ed25519_public_key = {toml_str(signer.ed25519_public_pem)}\n"
         "[connections.hs]\n"
         'provider = "hubspot"\n'
         f"client_secret = {toml_str(HUBSPOT_SECRET)}\n"
+        'portal_id = "1"\n'
         "[connections.flows]\n"
         'provider = "n8n"\n'
         f"webhook_secrets = [{', '.join(toml_str(s) for s in secrets)}]\n"
@@ -96,7 +101,13 @@ async def stored(env: Env) -> list[InboxEvent]:
 
 async def test_ghl_contact_is_stored_deduped_and_processed(env: Env, client: httpx2.AsyncClient) -> None:
     body = ghl_event_body(
-        {"type": "ContactCreate", "id": "c-1", "email": "ada@example.com", "firstName": "Ada"},
+        {
+            "type": "ContactCreate",
+            "locationId": LOC,
+            "id": "c-1",
+            "email": "ada@example.com",
+            "firstName": "Ada",
+        },
         timestamp=NOW,
         webhook_id="wh-1",
     )
@@ -121,6 +132,40 @@ async def test_ghl_contact_is_stored_deduped_and_processed(env: Env, client: htt
     assert lead.first_name == "Ada" and lead.email == "ada@example.com"
 
 
+async def test_event_for_another_location_is_refused_and_never_applied(
+    env: Env, client: httpx2.AsyncClient
+) -> None:
+    """Signed with GoHighLevel's (shared) key but about another location: 403, not stored."""
+    url = f"{env.url}/webhooks/gohighlevel/ghl"
+    ours = ghl_event_body(
+        {
+            "type": "ContactCreate",
+            "locationId": LOC,
+            "id": "c-1",
+            "email": "ada@example.com",
+            "firstName": "Ada",
+        },
+        timestamp=NOW,
+        webhook_id="ours",
+    )
+    assert (await client.post(url, content=ours, headers=env.ghl.headers(ours))).status_code == 200
+    foreign = ghl_event_body(
+        {
+            "type": "ContactUpdate",
+            "locationId": "AnotherCustomersLoc1",
+            "id": "c-1",
+            "email": "ada@example.com",
+            "firstName": "Mallory",
+            "dateUpdated": "2099-01-01T00:00:00Z",
+        },
+        timestamp=NOW,
+        webhook_id="foreign",
+    )
+    r = await client.post(url, content=foreign, headers=env.ghl.headers(foreign))
+    assert r.status_code == 403 and "another location" in r.json()["error"]
+    assert [e.event_id for e in await stored(env)] == ["ours"]
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [("/webhooks/gohighlevel/nope", 404), ("/webhooks/zoho/ghl", 404), ("/webhooks/hubspot/ghl", 404)],
@@ -135,10 +180,14 @@ async def test_unknown_provider_or_connection(
 
 async def test_refusals_over_http_store_nothing(env: Env, client: httpx2.AsyncClient) -> None:
     url = f"{env.url}/webhooks/gohighlevel/ghl"
-    good = ghl_event_body({"type": "ContactUpdate", "id": "c"}, timestamp=NOW, webhook_id="w")
+    good = ghl_event_body(
+        {"locationId": LOC, "type": "ContactUpdate", "id": "c"}, timestamp=NOW, webhook_id="w"
+    )
     tampered = await client.post(url, content=good.replace(b'"c"', b'"d"'), headers=env.ghl.headers(good))
     assert tampered.status_code == 401 and "signature" in tampered.json()["error"]
-    stale = ghl_event_body({"type": "ContactUpdate", "id": "c"}, timestamp=NOW - timedelta(minutes=10))
+    stale = ghl_event_body(
+        {"locationId": LOC, "type": "ContactUpdate", "id": "c"}, timestamp=NOW - timedelta(minutes=10)
+    )
     assert (await client.post(url, content=stale, headers=env.ghl.headers(stale))).status_code == 401
     bad_json = b"{not json"
     r = await client.post(url, content=bad_json, headers=env.ghl.headers(bad_json))

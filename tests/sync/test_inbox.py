@@ -30,6 +30,7 @@ pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 EXAMPLES = Path("/work/shared/specs/gohighlevel/webhooks")
 URL = "http://127.0.0.1/webhooks/x/y"
+LOC = "SbxLoc00000000000001"  # the connection's GoHighLevel location
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def example(name: str) -> dict[str, Any]:
     if not path.exists():
         pytest.skip(f"{path} is not available")
     doc = json.loads(path.read_text())
-    return {**doc["example"], "type": doc["event"]}
+    return {**doc["example"], "type": doc["event"], "locationId": LOC}
 
 
 async def count(db: Database) -> int:
@@ -65,6 +66,7 @@ async def ghl_receive(db: Database, ghl: GHLWebhookSigner, body: bytes, **kw: An
         provider="gohighlevel",
         connection="gohighlevel",
         options={
+            "location_id": kw.pop("location_id", LOC),
             "webhook_public_key": ghl.rsa_public_pem,
             "webhook_ed25519_public_key": ghl.ed25519_public_pem,
         },
@@ -81,7 +83,9 @@ async def ghl_receive(db: Database, ghl: GHLWebhookSigner, body: bytes, **kw: An
 
 
 async def test_same_event_twice_is_one_row(db: Database, ghl: GHLWebhookSigner) -> None:
-    body = ghl_event_body({"type": "ContactCreate", "id": "c1"}, timestamp=NOW, webhook_id="wh-1")
+    body = ghl_event_body(
+        {"locationId": LOC, "type": "ContactCreate", "id": "c1"}, timestamp=NOW, webhook_id="wh-1"
+    )
     first = await ghl_receive(db, ghl, body)
     assert first.status == 200 and first.body == {"stored": 1, "event_ids": ["wh-1"]}
     again = await ghl_receive(db, ghl, body)
@@ -114,9 +118,13 @@ async def test_refused_deliveries_are_not_stored(
     db: Database, ghl: GHLWebhookSigner, case: str, status: int, error: str
 ) -> None:
     ts = {"stale": NOW - timedelta(minutes=6), "future": NOW + timedelta(minutes=6)}.get(case, NOW)
-    body = ghl_event_body({"type": "ContactUpdate", "id": "c1"}, timestamp=ts, webhook_id="w")
+    body = ghl_event_body(
+        {"locationId": LOC, "type": "ContactUpdate", "id": "c1"}, timestamp=ts, webhook_id="w"
+    )
     if case == "too_large":
-        body = ghl_event_body({"type": "ContactUpdate", "pad": "x" * 300_000}, webhook_id="w")
+        body = ghl_event_body(
+            {"locationId": LOC, "type": "ContactUpdate", "pad": "x" * 300_000}, webhook_id="w"
+        )
     elif case == "malformed":
         body = b'{"type": "ContactUpdate",'
     elif case == "not_object":
@@ -129,6 +137,60 @@ async def test_refused_deliveries_are_not_stored(
     receipt = await ghl_receive(db, ghl, body, headers=headers)
     assert receipt.status == status
     assert error in receipt.body["error"]
+    assert await count(db) == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        ({"type": "ContactUpdate", "locationId": "SomeoneElsesLocation", "id": "c1"}, "another location"),
+        ({"type": "ContactUpdate", "id": "c1"}, "names no location"),
+        ({"type": "InvoiceCreate", "altType": "location", "altId": "SomeoneElsesLocation"}, "another"),
+        ({"type": "LocationUpdate", "id": "SomeoneElsesLocation"}, "another location"),
+    ],
+)
+async def test_ghl_event_for_another_location_is_refused(
+    db: Database, ghl: GHLWebhookSigner, event: dict[str, Any], error: str
+) -> None:
+    """GoHighLevel signs every account's webhooks with one key: a valid signature is not enough."""
+    body = ghl_event_body({**event, "dateUpdated": "2099-01-01T00:00:00Z"}, timestamp=NOW, webhook_id="f")
+    receipt = await ghl_receive(db, ghl, body)
+    assert receipt.status == 403 and error in receipt.body["error"]
+    assert await count(db) == 0
+    unbound = await ghl_receive(db, ghl, body, location_id=None)
+    assert unbound.status == 403 and await count(db) == 0
+
+
+async def test_ghl_invoice_and_location_events_bind_by_alt_id_and_id(
+    db: Database, ghl: GHLWebhookSigner
+) -> None:
+    invoice = ghl_event_body({"type": "InvoiceCreate", "altType": "location", "altId": LOC}, webhook_id="i")
+    assert (await ghl_receive(db, ghl, invoice)).status == 200
+    location = ghl_event_body({"type": "LocationUpdate", "id": LOC}, webhook_id="l")
+    assert (await ghl_receive(db, ghl, location)).status == 200
+
+
+async def test_hubspot_event_for_another_portal_is_refused(db: Database) -> None:
+    body = json.dumps(
+        [
+            {"eventId": 1, "portalId": 62515, "subscriptionId": 2, "occurredAt": 3},
+            {"eventId": 2, "portalId": 99999, "subscriptionId": 2, "occurredAt": 3},
+        ]
+    ).encode()
+    headers = hubspot_v3_headers("hs-secret-1", "POST", URL, body, timestamp=NOW)
+    for opts in ({"client_secret": "hs-secret-1", "portal_id": "62515"}, {"client_secret": "hs-secret-1"}):
+        r = await receive(
+            db,
+            provider="hubspot",
+            connection="hubspot",
+            options=opts,
+            method="POST",
+            url=URL,
+            headers=headers,
+            body=body,
+            now=NOW,
+        )
+        assert r.status == 403, r.body
     assert await count(db) == 0
 
 
@@ -150,7 +212,9 @@ async def test_unknown_provider_is_404(db: Database) -> None:
 async def test_storage_failure_asks_ghl_to_retry_with_429(db: Database, ghl: GHLWebhookSigner) -> None:
     async with db.engine.begin() as conn:
         await conn.execute(text("DROP TABLE inbox_events"))
-    body = ghl_event_body({"type": "ContactCreate", "id": "c1"}, timestamp=NOW, webhook_id="w")
+    body = ghl_event_body(
+        {"locationId": LOC, "type": "ContactCreate", "id": "c1"}, timestamp=NOW, webhook_id="w"
+    )
     r = await ghl_receive(db, ghl, body)
     assert r.status == 429 and r.headers["Retry-After"]
 
@@ -175,7 +239,7 @@ async def test_hubspot_batch_one_row_per_event_and_redelivery(db: Database) -> N
         },
     ]
     body = json.dumps(events).encode()
-    opts = {"client_secret": "hs-secret-1"}
+    opts = {"client_secret": "hs-secret-1", "portal_id": "62515"}
 
     async def send(payload: bytes) -> Any:
         headers = hubspot_v3_headers("hs-secret-1", "POST", URL, payload, timestamp=NOW)
@@ -216,7 +280,7 @@ async def test_hubspot_behind_a_proxy_uses_the_public_base_url(db: Database) -> 
     public = "https://crm.example.com/webhooks/hubspot/hs?x=1"
     headers = hubspot_v3_headers("k-123456", "POST", public, body, timestamp=NOW)
     internal = "http://10.0.0.5:8000/webhooks/hubspot/hs?x=1"
-    opts: dict[str, Any] = {"client_secret": "k-123456"}
+    opts: dict[str, Any] = {"client_secret": "k-123456", "portal_id": 1}
     args: dict[str, Any] = dict(
         provider="hubspot", connection="hs", method="POST", url=internal, headers=headers, body=body, now=NOW
     )

@@ -33,9 +33,14 @@ from sqlalchemy import func, select
 
 from crm_mcp.connectors.base import Contact, Note
 from crm_mcp.connectors.breaker import CircuitBreaker
-from crm_mcp.connectors.gohighlevel import GoHighLevelConnector
-from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN, GHLSandbox, GHLSandboxConfig
-from crm_mcp.sandbox.runner import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.connector import GoHighLevelConnector
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+    SANDBOX_LOCATION_ID,
+    SANDBOX_TOKEN,
+    GHLSandbox,
+    GHLSandboxConfig,
+)
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncOperation

@@ -35,13 +35,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crm_mcp.sandbox.gohighlevel import (
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
     SANDBOX_CALENDAR_ID,
     SANDBOX_LOCATION_ID,
     SANDBOX_TOKEN,
     GHLSandboxConfig,
 )
-from crm_mcp.sandbox.runner import start_ghl_sandbox
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import Appointment

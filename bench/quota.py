@@ -29,9 +29,13 @@ import httpx2
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_random_exponential
 
 from crm_mcp.connectors.base import Contact
-from crm_mcp.connectors.gohighlevel import GoHighLevelConnector
-from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN, GHLSandboxConfig
-from crm_mcp.sandbox.runner import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.connector import GoHighLevelConnector
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+    SANDBOX_LOCATION_ID,
+    SANDBOX_TOKEN,
+    GHLSandboxConfig,
+)
 
 BURST, INTERVAL_MS = 20, 2000
 

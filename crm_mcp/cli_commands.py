@@ -162,13 +162,13 @@ async def db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_sandbox(*, port: int, burst: int, interval_ms: int) -> int:
-    from crm_mcp.sandbox.gohighlevel import (
+    from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+    from crm_mcp.providers.gohighlevel.sandbox.simulator import (
         SANDBOX_CALENDAR_ID,
         SANDBOX_LOCATION_ID,
         SANDBOX_TOKEN,
         GHLSandboxConfig,
     )
-    from crm_mcp.sandbox.runner import start_ghl_sandbox
 
     _sim, server = start_ghl_sandbox(
         GHLSandboxConfig(burst_max=burst, burst_interval_ms=interval_ms), port=port

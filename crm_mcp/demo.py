@@ -23,7 +23,11 @@ console = Console(stderr=False)
 
 
 def child_env(base_url: str, db_path: Path) -> dict[str, str]:
-    from crm_mcp.sandbox.gohighlevel import SANDBOX_CALENDAR_ID, SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+    from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+        SANDBOX_CALENDAR_ID,
+        SANDBOX_LOCATION_ID,
+        SANDBOX_TOKEN,
+    )
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_MCP_")}
     env.update(
@@ -90,7 +94,7 @@ def show_crm(sim: Any) -> None:
 async def run_demo() -> int:
     from mcp import Client, StdioServerParameters
 
-    from crm_mcp.sandbox.runner import start_ghl_sandbox
+    from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
 
     sim, server = start_ghl_sandbox()
     tmp = Path(tempfile.mkdtemp(prefix="crm-mcp-demo-"))

@@ -43,7 +43,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 def ghl_sandbox() -> Iterator[tuple[Any, Any]]:
     """A fresh GoHighLevel simulator on loopback: (simulator, server with .url)."""
-    from crm_mcp.sandbox.runner import start_ghl_sandbox
+    from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
 
     sim, server = start_ghl_sandbox()
     try:
@@ -61,7 +61,11 @@ def settings_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.chdir(tmp_path)
 
     def make(base_url: str, **overrides: Any) -> Any:
-        from crm_mcp.sandbox.gohighlevel import SANDBOX_CALENDAR_ID, SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+        from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+            SANDBOX_CALENDAR_ID,
+            SANDBOX_LOCATION_ID,
+            SANDBOX_TOKEN,
+        )
         from crm_mcp.settings import load_settings
 
         values: dict[str, Any] = {

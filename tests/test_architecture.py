@@ -73,7 +73,8 @@ def test_serve_startup_keeps_heavy_modules_lazy() -> None:
         "from crm_mcp.runtime import Runtime\n"
         "from crm_mcp.server.app import build_server\n"
         "build_server(Runtime(load_settings(_env_file=None)))\n"
-        "heavy = [m for m in ('sqlalchemy', 'alembic', 'crm_mcp.sandbox.gohighlevel', 'aiosqlite')"
+        "heavy = [m for m in ('sqlalchemy', 'alembic', "
+        "'crm_mcp.providers.gohighlevel.sandbox.simulator', 'aiosqlite')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from crm_mcp.sandbox.ghl_oauth import SANDBOX_CLIENT_ID
+from crm_mcp.providers.gohighlevel.sandbox.oauth import SANDBOX_CLIENT_ID
 from crm_mcp.state.models import DeadLetter, SyncLog, SyncOperation
 from tests.harness import harness
 

@@ -40,7 +40,7 @@ def _shared_guards(spec: ProviderSpec, connection: str, options: dict[str, Any])
 
 
 def _gohighlevel(connection: str, options: dict[str, Any]) -> Connector:
-    module = importlib.import_module("crm_mcp.connectors.gohighlevel")
+    module = importlib.import_module("crm_mcp.providers.gohighlevel.connector")
     oauth = bool(options.get("client_id") or options.get("client_secret"))
     needed = ("client_id", "client_secret", "location_id") if oauth else ("token", "location_id")
     missing = [k for k in needed if not options.get(k)]

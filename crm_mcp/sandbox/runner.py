@@ -17,8 +17,6 @@ from typing import Any
 import anyio
 import uvicorn
 
-from crm_mcp.sandbox.gohighlevel import GHLSandbox, GHLSandboxConfig
-
 
 class SandboxServer:
     """Serves an ASGI app with uvicorn on 127.0.0.1 in a daemon thread with its own event loop."""
@@ -99,11 +97,3 @@ class SandboxServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await anyio.to_thread.run_sync(self.stop)
-
-
-def start_ghl_sandbox(
-    config: GHLSandboxConfig | None = None, port: int = 0
-) -> tuple[GHLSandbox, SandboxServer]:
-    """A started GoHighLevel simulator and its server (call ``server.stop()`` when done)."""
-    sandbox = GHLSandbox(config)
-    return sandbox, SandboxServer(sandbox.app, port=port).start()

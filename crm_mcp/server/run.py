@@ -28,7 +28,11 @@ def sandbox_settings(settings: Settings, base_url: str) -> Settings:
     """Point the GoHighLevel connection at an in-process simulator, with a throwaway database."""
     from pydantic import SecretStr
 
-    from crm_mcp.sandbox.gohighlevel import SANDBOX_CALENDAR_ID, SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+    from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+        SANDBOX_CALENDAR_ID,
+        SANDBOX_LOCATION_ID,
+        SANDBOX_TOKEN,
+    )
 
     update: dict[str, Any] = {
         "ghl_token": SecretStr(SANDBOX_TOKEN),
@@ -117,7 +121,7 @@ async def serve(
 ) -> None:
     async with AsyncExitStack() as stack:
         if sandbox:
-            from crm_mcp.sandbox.runner import start_ghl_sandbox
+            from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
 
             _sim, sim_server = start_ghl_sandbox()
             stack.callback(sim_server.stop)

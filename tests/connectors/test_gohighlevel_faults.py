@@ -14,16 +14,17 @@ from typing import Any
 import pytest
 
 from crm_mcp.connectors.base import Appointment, Contact, Note, Task
-from crm_mcp.connectors.gohighlevel import GoHighLevelConnector
 from crm_mcp.errors import AuthError, CircuitOpenError, UpstreamUnavailableError
-from crm_mcp.sandbox.gohighlevel import (
+from crm_mcp.providers.gohighlevel.connector import GoHighLevelConnector
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
     SANDBOX_CALENDAR_ID,
     SANDBOX_LOCATION_ID,
     SANDBOX_TOKEN,
     GHLSandbox,
     GHLSandboxConfig,
 )
-from crm_mcp.sandbox.runner import SandboxServer, start_ghl_sandbox
+from crm_mcp.sandbox.runner import SandboxServer
 
 
 class NoJitter(random.Random):

@@ -10,17 +10,18 @@ from typing import Any
 import pytest
 
 from crm_mcp.connectors.base import Appointment, Connector, Contact, Note, Task
-from crm_mcp.connectors.gohighlevel import GoHighLevelConnector
 from crm_mcp.connectors.registry import build_connector
 from crm_mcp.errors import ConfigurationError, InvalidRequestError, NotFoundError
-from crm_mcp.sandbox.gohighlevel import (
+from crm_mcp.providers.gohighlevel.connector import GoHighLevelConnector
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
     SANDBOX_CALENDAR_ID,
     SANDBOX_LOCATION_ID,
     SANDBOX_TOKEN,
     GHLSandbox,
     GHLSandboxConfig,
 )
-from crm_mcp.sandbox.runner import SandboxServer, start_ghl_sandbox
+from crm_mcp.sandbox.runner import SandboxServer
 
 
 class NoJitter(random.Random):

@@ -10,7 +10,11 @@ import pytest
 from crm_mcp.connectors.base import Appointment, Contact
 from crm_mcp.connectors.registry import build_connector
 from crm_mcp.errors import InvalidRequestError
-from crm_mcp.sandbox.gohighlevel import SANDBOX_CALENDAR_ID, SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+    SANDBOX_CALENDAR_ID,
+    SANDBOX_LOCATION_ID,
+    SANDBOX_TOKEN,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,6 @@ import pytest
 
 from crm_mcp.connectors.auth import StaticTokenAuth
 from crm_mcp.connectors.breaker import CircuitBreaker
-from crm_mcp.connectors.gohighlevel import GHL_SPEC
 from crm_mcp.connectors.http import ResilientClient, check_base_url
 from crm_mcp.errors import (
     AuthError,
@@ -23,6 +22,7 @@ from crm_mcp.errors import (
     RateLimitedError,
     UpstreamUnavailableError,
 )
+from crm_mcp.providers.gohighlevel.connector import GHL_SPEC
 
 TOKEN = "pit-canary-7f3c9e2b-aaaa-bbbb-cccc-1234567890ab"
 Handler = Callable[[httpx2.Request], httpx2.Response]

@@ -16,13 +16,14 @@ from typing import Any
 import httpx2
 import pytest
 
-from crm_mcp.connectors.gohighlevel import GoHighLevelConnector
 from crm_mcp.connectors.oauth import MemoryTokenStore, OAuth2RefreshAuth
 from crm_mcp.connectors.registry import build_connector
 from crm_mcp.errors import AuthError, ConfigurationError, StateError, UpstreamUnavailableError
-from crm_mcp.sandbox.ghl_oauth import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
-from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, GHLSandbox, GHLSandboxConfig
-from crm_mcp.sandbox.runner import SandboxServer, start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.connector import GoHighLevelConnector
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.oauth import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from crm_mcp.providers.gohighlevel.sandbox.simulator import SANDBOX_LOCATION_ID, GHLSandbox, GHLSandboxConfig
+from crm_mcp.sandbox.runner import SandboxServer
 from crm_mcp.state.credentials import CredentialCipher, EncryptedTokenStore
 from crm_mcp.state.db import Database
 

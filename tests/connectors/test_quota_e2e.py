@@ -14,10 +14,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from crm_mcp.connectors.gohighlevel import GHL_SPEC, GoHighLevelConnector
 from crm_mcp.connectors.ratelimit import RateLimiter
 from crm_mcp.errors import CircuitOpenError, RateLimitedError, UpstreamUnavailableError
-from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN, GHLSandbox, GHLSandboxConfig
+from crm_mcp.providers.gohighlevel.connector import GHL_SPEC, GoHighLevelConnector
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+    SANDBOX_LOCATION_ID,
+    SANDBOX_TOKEN,
+    GHLSandbox,
+    GHLSandboxConfig,
+)
 from crm_mcp.sandbox.runner import SandboxServer
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database

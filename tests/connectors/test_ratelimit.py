@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from crm_mcp.connectors.gohighlevel import GHL_SPEC
 from crm_mcp.connectors.ratelimit import RateLimiter, next_utc_midnight, safety_margin
 from crm_mcp.errors import RateLimitedError
+from crm_mcp.providers.gohighlevel.connector import GHL_SPEC
 
 H = {
     "rem": "X-RateLimit-Remaining",

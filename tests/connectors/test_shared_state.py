@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from crm_mcp.connectors.breaker import BreakerState
-from crm_mcp.connectors.gohighlevel import GHL_SPEC, GoHighLevelConnector
 from crm_mcp.connectors.shared_breaker import RedisCircuitBreaker
 from crm_mcp.connectors.shared_redis import RedisStore, key_prefix
 from crm_mcp.connectors.shared_state import RedisRateLimiter, build_shared_guards
 from crm_mcp.errors import CircuitOpenError, RateLimitedError
+from crm_mcp.providers.gohighlevel.connector import GHL_SPEC, GoHighLevelConnector
 from tests.conftest import REDIS_URL, require_service
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -289,8 +289,8 @@ async def test_another_process_cancelling_does_not_free_the_probe(
 # -- several processes against the GoHighLevel simulator -----------------------------------------
 @pytest.fixture
 def small_quota_sandbox() -> Iterator[tuple[Any, Any]]:
-    from crm_mcp.sandbox.gohighlevel import GHLSandboxConfig
-    from crm_mcp.sandbox.runner import start_ghl_sandbox
+    from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+    from crm_mcp.providers.gohighlevel.sandbox.simulator import GHLSandboxConfig
 
     sim, server = start_ghl_sandbox(GHLSandboxConfig(burst_max=20, burst_interval_ms=2000))
     yield sim, server
@@ -302,7 +302,7 @@ async def test_three_processes_hammering_the_sandbox_get_no_429(
 ) -> None:
     """Three connectors, each with its own Redis client (as three processes), on real time and Redis
     TIME: 70 requests at 20 per 2 s take ~6 s and none is refused."""
-    from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+    from crm_mcp.providers.gohighlevel.sandbox.simulator import SANDBOX_LOCATION_ID, SANDBOX_TOKEN
 
     sim, server = small_quota_sandbox
     conns = []
@@ -360,9 +360,9 @@ async def test_runtime_builds_shared_guards_when_redis_url_is_set(
 
 _WORKER = """
 import asyncio, sys
-from crm_mcp.connectors.gohighlevel import GHL_SPEC, GoHighLevelConnector
+from crm_mcp.providers.gohighlevel.connector import GHL_SPEC, GoHighLevelConnector
 from crm_mcp.connectors.shared_state import build_shared_guards
-from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+from crm_mcp.providers.gohighlevel.sandbox.simulator import SANDBOX_LOCATION_ID, SANDBOX_TOKEN
 
 async def main(base_url, redis_url, connection, n):
     guards = build_shared_guards(GHL_SPEC, connection, redis_url)
@@ -387,7 +387,7 @@ async def test_separate_os_processes_share_the_quota(
 
     sim, server = small_quota_sandbox
     warm = build_shared_guards(GHL_SPEC, connection, REDIS_URL)
-    from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+    from crm_mcp.providers.gohighlevel.sandbox.simulator import SANDBOX_LOCATION_ID, SANDBOX_TOKEN
 
     first = GoHighLevelConnector(
         connection, token=SANDBOX_TOKEN, location_id=SANDBOX_LOCATION_ID, base_url=server.url, **warm

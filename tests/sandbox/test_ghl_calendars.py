@@ -10,8 +10,14 @@ from zoneinfo import ZoneInfo
 import httpx2
 import pytest
 
-from crm_mcp.sandbox.gohighlevel import SANDBOX_CALENDAR_ID, SANDBOX_LOCATION_ID, SANDBOX_TOKEN, GHLSandbox
-from crm_mcp.sandbox.runner import SandboxServer, start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+    SANDBOX_CALENDAR_ID,
+    SANDBOX_LOCATION_ID,
+    SANDBOX_TOKEN,
+    GHLSandbox,
+)
+from crm_mcp.sandbox.runner import SandboxServer
 
 LOC = SANDBOX_LOCATION_ID
 CAL = SANDBOX_CALENDAR_ID

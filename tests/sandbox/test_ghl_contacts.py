@@ -9,8 +9,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN, GHLSandbox
-from crm_mcp.sandbox.runner import SandboxServer, start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.simulator import SANDBOX_LOCATION_ID, SANDBOX_TOKEN, GHLSandbox
+from crm_mcp.sandbox.runner import SandboxServer
 
 LOC = SANDBOX_LOCATION_ID
 HEADERS = {"Authorization": f"Bearer {SANDBOX_TOKEN}", "Version": "2021-07-28"}

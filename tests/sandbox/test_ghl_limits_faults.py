@@ -9,7 +9,12 @@ import anyio
 import httpx2
 import pytest
 
-from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN, GHLSandbox, GHLSandboxConfig
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+    SANDBOX_LOCATION_ID,
+    SANDBOX_TOKEN,
+    GHLSandbox,
+    GHLSandboxConfig,
+)
 from crm_mcp.sandbox.runner import SandboxServer
 
 HEADERS = {"Authorization": f"Bearer {SANDBOX_TOKEN}", "Version": "2021-07-28"}

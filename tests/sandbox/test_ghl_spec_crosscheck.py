@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from crm_mcp.sandbox.ghl_schemas import REQUEST_SCHEMAS
-from crm_mcp.sandbox.gohighlevel import CALENDARS_VERSION, CONTACTS_VERSION, GHLSandbox
+from crm_mcp.providers.gohighlevel.sandbox.schemas import REQUEST_SCHEMAS
+from crm_mcp.providers.gohighlevel.sandbox.simulator import CALENDARS_VERSION, CONTACTS_VERSION, GHLSandbox
 
 SPECS = Path("/work/shared/specs/gohighlevel")
 pytestmark = pytest.mark.skipif(not SPECS.is_dir(), reason=f"GoHighLevel OpenAPI files not found at {SPECS}")

@@ -7,8 +7,14 @@ import time
 import httpx2
 import pytest
 
-from crm_mcp.sandbox.gohighlevel import SANDBOX_LOCATION_ID, SANDBOX_TOKEN, GHLSandbox, GHLSandboxConfig
-from crm_mcp.sandbox.runner import SandboxServer, start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+    SANDBOX_LOCATION_ID,
+    SANDBOX_TOKEN,
+    GHLSandbox,
+    GHLSandboxConfig,
+)
+from crm_mcp.sandbox.runner import SandboxServer
 
 HEADERS = {"Authorization": f"Bearer {SANDBOX_TOKEN}", "Version": "2021-07-28"}
 

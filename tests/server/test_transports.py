@@ -186,7 +186,7 @@ async def test_signed_webhook_is_received_by_serve_http(tmp_path: Path) -> None:
     """A GoHighLevel event signed with the configured key is stored once; a forged one is refused."""
     import httpx2
 
-    from crm_mcp.sandbox.webhook_signer import GHLWebhookSigner, ghl_event_body
+    from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner, ghl_event_body
 
     signer = GHLWebhookSigner(rsa_bits=2048)
     env = clean_env(tmp_path)

@@ -14,11 +14,10 @@ import httpx2
 import pytest
 from sqlalchemy import select
 
+from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner, ghl_event_body
 from crm_mcp.runtime import Runtime
 from crm_mcp.sandbox.runner import SandboxServer
 from crm_mcp.sandbox.webhook_signer import (
-    GHLWebhookSigner,
-    ghl_event_body,
     hubspot_v3_headers,
     new_standard_secret,
     standard_webhook_headers,

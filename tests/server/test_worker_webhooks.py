@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 async def test_worker_receives_signed_webhooks(tmp_path: Path) -> None:
     import httpx2
 
-    from crm_mcp.sandbox.webhook_signer import GHLWebhookSigner, ghl_event_body
+    from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner, ghl_event_body
 
     signer = GHLWebhookSigner(rsa_bits=2048)
     env = clean_env(tmp_path)

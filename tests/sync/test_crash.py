@@ -34,13 +34,13 @@ from typing import Any
 
 import pytest
 
-from crm_mcp.sandbox.gohighlevel import (
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
     SANDBOX_CALENDAR_ID,
     SANDBOX_LOCATION_ID,
     SANDBOX_TOKEN,
     GHLSandboxConfig,
 )
-from crm_mcp.sandbox.runner import start_ghl_sandbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import Appointment
 from crm_mcp.state.outbox import enqueue

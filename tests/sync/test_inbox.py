@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner, ghl_event_body
 from crm_mcp.sandbox.webhook_signer import (
-    GHLWebhookSigner,
-    ghl_event_body,
     hubspot_v3_headers,
     new_standard_secret,
     standard_webhook_headers,

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner
 from crm_mcp.sandbox.webhook_signer import (
-    GHLWebhookSigner,
     hubspot_v3_headers,
     new_standard_secret,
     standard_webhook_headers,

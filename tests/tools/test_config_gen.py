@@ -6,7 +6,11 @@ from typing import Any
 
 import pytest
 
-from crm_mcp.sandbox.gohighlevel import SANDBOX_CALENDAR_ID, SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+    SANDBOX_CALENDAR_ID,
+    SANDBOX_LOCATION_ID,
+    SANDBOX_TOKEN,
+)
 from tests.tools.test_crm_queries import error_text, toolbox
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from crm_mcp.sandbox.ghl_oauth import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from crm_mcp.providers.gohighlevel.sandbox.oauth import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from tests.harness import harness
 from tests.tools.test_appointments import BOOKING
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
+from crm_mcp.providers.gohighlevel.sandbox.simulator import GHLSandboxConfig
 from crm_mcp.runtime import Runtime
-from crm_mcp.sandbox.gohighlevel import GHLSandboxConfig
-from crm_mcp.sandbox.runner import start_ghl_sandbox
 from crm_mcp.server.app import build_server
 from crm_mcp.server.run import build_worker
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from crm_mcp.sandbox.ghl_schemas import unprocessable
-from crm_mcp.sandbox.ghl_store import iso_z
+from crm_mcp.providers.gohighlevel.sandbox.schemas import unprocessable
+from crm_mcp.providers.gohighlevel.sandbox.store import iso_z
 
 
 def parse_birth_date(value: Any) -> str | None:

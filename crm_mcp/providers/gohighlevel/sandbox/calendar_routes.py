@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 
-from crm_mcp.sandbox import ghl_store
-from crm_mcp.sandbox.ghl_contact_store import render_contact
-from crm_mcp.sandbox.ghl_location import GHLLocation
-from crm_mcp.sandbox.ghl_schemas import ApiError, unprocessable, validate
-from crm_mcp.sandbox.ghl_store import iso_offset, parse_time
+from crm_mcp.providers.gohighlevel.sandbox import store as ghl_store
+from crm_mcp.providers.gohighlevel.sandbox.contact_store import render_contact
+from crm_mcp.providers.gohighlevel.sandbox.location import GHLLocation
+from crm_mcp.providers.gohighlevel.sandbox.schemas import ApiError, unprocessable, validate
+from crm_mcp.providers.gohighlevel.sandbox.store import iso_offset, parse_time
 
 _EVENT_FIELDS = (
     "title",

@@ -1,7 +1,7 @@
 """The GoHighLevel API of one simulated location: every route, and how a handler becomes one.
 
-Handlers live with their resource (:mod:`crm_mcp.sandbox.ghl_contact_routes`,
-:mod:`crm_mcp.sandbox.ghl_calendar_routes`); this module lists them all in one table, in the order
+Handlers live with their resource (:mod:`.contact_routes`,
+:mod:`.calendar_routes`); this module lists them all in one table, in the order
 Starlette matches them, and turns a handler's ``(status, body)`` or ``ApiError`` into a response.
 """
 
@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crm_mcp.sandbox.ghl_calendar_routes import CalendarRoutes
-from crm_mcp.sandbox.ghl_contact_routes import ContactRoutes
-from crm_mcp.sandbox.ghl_contact_store import render_contact
-from crm_mcp.sandbox.ghl_schemas import ApiError
+from crm_mcp.providers.gohighlevel.sandbox.calendar_routes import CalendarRoutes
+from crm_mcp.providers.gohighlevel.sandbox.contact_routes import ContactRoutes
+from crm_mcp.providers.gohighlevel.sandbox.contact_store import render_contact
+from crm_mcp.providers.gohighlevel.sandbox.schemas import ApiError
 
 Handler = Callable[[Request, Any], tuple[int, Any]]
 

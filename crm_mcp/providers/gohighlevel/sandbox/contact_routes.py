@@ -7,16 +7,16 @@ from typing import Any
 
 from starlette.requests import Request
 
-from crm_mcp.sandbox.ghl_contact_store import (
+from crm_mcp.providers.gohighlevel.sandbox.contact_store import (
     apply_contact_fields,
     find_duplicate,
     merge_tags,
     render_contact,
     search_contacts,
 )
-from crm_mcp.sandbox.ghl_location import GHLLocation
-from crm_mcp.sandbox.ghl_schemas import ApiError, validate
-from crm_mcp.sandbox.ghl_store import iso_z, parse_time
+from crm_mcp.providers.gohighlevel.sandbox.location import GHLLocation
+from crm_mcp.providers.gohighlevel.sandbox.schemas import ApiError, validate
+from crm_mcp.providers.gohighlevel.sandbox.store import iso_z, parse_time
 
 
 class ContactRoutes(GHLLocation):

@@ -9,10 +9,10 @@ five ``X-RateLimit-*`` headers, and switchable faults (see :mod:`crm_mcp.sandbox
 
 This module is the documented entry point and the HTTP edge: the request pipeline (faults, auth,
 rate limits, version), the ``/_sandbox`` control plane and ``GHLSandbox`` tying them together. The
-endpoints are in :mod:`crm_mcp.sandbox.ghl_api` (contacts and calendars in their own route modules),
-the rules they apply in :mod:`crm_mcp.sandbox.ghl_store` and :mod:`crm_mcp.sandbox.ghl_contact_store`,
-request schemas in :mod:`crm_mcp.sandbox.ghl_schemas`, rate limits and stats in
-:mod:`crm_mcp.sandbox.ghl_limits`.
+endpoints are in :mod:`.api` (contacts and calendars in their own route modules),
+the rules they apply in :mod:`.store` and :mod:`.contact_store`,
+request schemas in :mod:`.schemas`, rate limits and stats in
+:mod:`.limits`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crm_mcp.providers.gohighlevel.sandbox.api import GHLApi
+from crm_mcp.providers.gohighlevel.sandbox.limits import RateLimiter, Stats
+from crm_mcp.providers.gohighlevel.sandbox.oauth import GHLOAuth
 from crm_mcp.sandbox.faults import FaultInjector, apply_fault
-from crm_mcp.sandbox.ghl_api import GHLApi
-from crm_mcp.sandbox.ghl_limits import RateLimiter, Stats
-from crm_mcp.sandbox.ghl_oauth import GHLOAuth
 
 SANDBOX_TOKEN = "sandbox-ghl-token"  # noqa: S105 - a published test credential
 SANDBOX_LOCATION_ID = "SbxLoc00000000000001"

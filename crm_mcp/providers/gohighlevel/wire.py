@@ -13,9 +13,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from crm_mcp.connectors.base import Appointment, Calendar, Contact, FieldSchema, Note, Task
 from crm_mcp.errors import InvalidRequestError
-
-from .base import Appointment, Calendar, Contact, FieldSchema, Note, Task
 
 # neutral Contact attribute -> GHL property (all defined on UpsertContactDto and UpdateContactDto)
 _CONTACT_FIELDS = {

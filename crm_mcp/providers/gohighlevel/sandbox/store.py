@@ -3,7 +3,7 @@ fields, and slot availability (no HTTP here).
 
 Kept apart from the routes so what a connector depends on — id and time formats, the seeded
 location, which slots a calendar offers — reads as plain functions over dicts. Contact rules are in
-:mod:`crm_mcp.sandbox.ghl_contact_store`, request schemas in :mod:`crm_mcp.sandbox.ghl_schemas`.
+:mod:`.contact_store`, request schemas in :mod:`.schemas`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crm_mcp.sandbox.ghl_schemas import unprocessable
+from crm_mcp.providers.gohighlevel.sandbox.schemas import unprocessable
 
 # --------------------------------------------------------------------------- ids and time
 _ALPHABET = string.ascii_letters + string.digits

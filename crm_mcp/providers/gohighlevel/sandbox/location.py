@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 
-from crm_mcp.sandbox.ghl_schemas import ApiError, unprocessable
-from crm_mcp.sandbox.ghl_store import IdFactory, seed_calendars, seed_custom_fields
+from crm_mcp.providers.gohighlevel.sandbox.schemas import ApiError, unprocessable
+from crm_mcp.providers.gohighlevel.sandbox.store import IdFactory, seed_calendars, seed_custom_fields
 
 
 class GHLLocation:

@@ -7,7 +7,7 @@ Quirks handled here, all from the official OpenAPI files (shared/specs/gohighlev
 - Appointment create/update answer a *flat* 200 object; get answers `{event: ...}`; free slots
   answer a map keyed by date next to non-date keys such as `traceId`.
 - Appointment times go out with an explicit UTC offset; calendar ranges are epoch milliseconds.
-The pure wire <-> neutral mappers are in `gohighlevel_wire`; this module holds the provider spec,
+The pure wire <-> neutral mappers are in `wire`; this module holds the provider spec,
 auth and the connector that calls the API.
 Retry policy lives in ResilientClient: POSTs are marked idempotent only where GHL dedupes
 (upsert by email/phone) or the call is a read (search) or a set operation (tags).
@@ -22,11 +22,22 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from crm_mcp.connectors.auth import StaticTokenAuth
+from crm_mcp.connectors.base import (
+    Appointment,
+    Calendar,
+    Contact,
+    ContactPage,
+    FieldSchema,
+    Note,
+    ProviderSpec,
+    Task,
+)
+from crm_mcp.connectors.http import ResilientClient, check_base_url
+from crm_mcp.connectors.oauth import OAuth2RefreshAuth, TokenStore
 from crm_mcp.errors import ConfigurationError, InvalidRequestError, UpstreamUnavailableError
 
-from .auth import StaticTokenAuth
-from .base import Appointment, Calendar, Contact, ContactPage, FieldSchema, Note, ProviderSpec, Task
-from .gohighlevel_wire import (
+from .wire import (
     STANDARD_CONTACT_FIELDS,
     appointment_changes_to_wire,
     appointment_from_wire,
@@ -41,8 +52,6 @@ from .gohighlevel_wire import (
     task_from_wire,
     wire_time,
 )
-from .http import ResilientClient, check_base_url
-from .oauth import OAuth2RefreshAuth, TokenStore
 
 CONTACTS_VERSION = "2021-07-28"
 CALENDARS_VERSION = "2021-04-15"

@@ -3,6 +3,7 @@
 ```
 CRMError
 ├── ConfigurationError            bad or missing settings; never retried
+│   └── CapabilityError(provider, capability)   the connection's CRM cannot do that at all
 ├── ConnectorError(provider, status, request_id)
 │   ├── AuthError                 refresh failed / revoked
 │   ├── NotFoundError
@@ -11,7 +12,7 @@ CRMError
 │   │   ├── RateLimitedError(retry_after)
 │   │   └── UpstreamUnavailableError   5xx, timeouts, resets
 │   └── CircuitOpenError(until, retry_after)
-├── SignatureRejected             webhook not proven to come from the provider (sync/signatures.py)
+├── SignatureRejected             webhook not proven to come from the provider (connectors/webhooks.py)
 └── StateError
     ├── ConflictError             two sides changed the same field; see conflict rules
     ├── IdempotencyError          same key, different request
@@ -71,6 +72,18 @@ class CRMError(Exception):
 
 class ConfigurationError(CRMError):
     hint = "Fix the configuration (env vars CRM_MCP_* or crm-mcp.toml); retrying will not help."
+
+
+class CapabilityError(ConfigurationError):
+    """The connection's provider has no such capability (e.g. free slots on a CRM without
+    calendars). Never retried: another connection, or another tool, is the way forward."""
+
+    hint = "Use a connection whose CRM has it; check_integration_health lists each one's capabilities."
+
+    def __init__(self, message: str, *, provider: str = "", capability: str = "", hint: str | None = None):
+        self.provider = provider
+        self.capability = capability
+        super().__init__(message, hint=hint)
 
 
 class ConnectorError(CRMError):

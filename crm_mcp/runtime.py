@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from crm_mcp.errors import ConfigurationError
 from crm_mcp.settings import ConnectionSettings, Settings
@@ -19,6 +19,8 @@ from crm_mcp.settings import ConnectionSettings, Settings
 if TYPE_CHECKING:
     from crm_mcp.connectors.base import Connector
     from crm_mcp.state.db import Database
+
+C = TypeVar("C", bound="Connector")
 
 log = logging.getLogger(__name__)
 
@@ -68,29 +70,73 @@ class Runtime:
             self._connections = self.settings.connections()
         return self._connections
 
-    def connection(self, name: str | None, provider: str | None = "gohighlevel") -> ConnectionSettings:
-        """The named connection, or the only connection of `provider` when `name` is None."""
+    def connection(self, name: str | None = None, needs: str | None = None) -> ConnectionSettings:
+        """The named connection, or the only one whose CRM has capability `needs` when `name` is None.
+
+        Raises:
+            ConfigurationError: no such connection, none or several with that capability (the
+                message lists them), or the named one's CRM lacks it (CapabilityError).
+        """
+        from crm_mcp.connectors.registry import get_provider
+
         conns = self.connections()
         if name:
             for c in conns:
                 if c.name == name:
+                    if needs and needs not in get_provider(c.provider).capabilities:
+                        raise self._lacks(c, needs)
                     return c
             known = ", ".join(c.name for c in conns) or "none"
             raise ConfigurationError(f"No connection named {name!r}. Configured connections: {known}.")
-        candidates = [c for c in conns if provider is None or c.provider == provider]
+        candidates = [
+            c
+            for c in conns
+            if (p := get_provider(c.provider)).connector is not None
+            and (needs is None or needs in p.capabilities)
+        ]
         if len(candidates) == 1:
             return candidates[0]
+        default = self.settings.default_connection
+        if default and (chosen := [c for c in candidates if c.name == default]):
+            return chosen[0]
+        what = f"CRM connection with {needs.replace('_', ' ')}" if needs else "CRM connection"
         if not candidates:
+            others = [c.name for c in conns]
             raise ConfigurationError(
-                f"No {provider or 'CRM'} connection is configured. Set CRM_MCP_GHL_TOKEN and "
-                "CRM_MCP_GHL_LOCATION_ID, add a [connections.<name>] table to crm-mcp.toml, "
-                "or start with `crm-mcp serve --sandbox`."
+                f"No {what} is configured"
+                + (f" (configured: {', '.join(others)})" if others else "")
+                + ". Set a provider's CRM_MCP_<PROVIDER>_* variables (see `crm-mcp --help`), add a "
+                "[connections.<name>] table to crm-mcp.toml, or start with `crm-mcp serve --sandbox`."
             )
-        names = ", ".join(c.name for c in candidates)
-        raise ConfigurationError(f"Several {provider} connections exist ({names}); pass `connection`.")
+        names = ", ".join(f"{c.name} ({c.provider})" for c in candidates)
+        raise ConfigurationError(
+            f"Several connections could do this: {names}. Pass `connection` (or set "
+            "CRM_MCP_DEFAULT_CONNECTION to the one to use when none is named)."
+        )
 
-    def connector(self, name: str | None = None, provider: str | None = "gohighlevel") -> Connector:
-        conn = self.connection(name, provider)
+    def _lacks(self, conn: ConnectionSettings, needs: str) -> ConfigurationError:
+        from crm_mcp.connectors.registry import get_provider
+        from crm_mcp.errors import CapabilityError
+
+        able = [c.name for c in self.connections() if needs in get_provider(c.provider).capabilities]
+        alt = f" Connections that have it: {', '.join(able)}." if able else ""
+        return CapabilityError(
+            f"{get_provider(conn.provider).title} connection {conn.name!r} has no "
+            f"{needs.replace('_', ' ')} capability.{alt}",
+            provider=conn.provider,
+            capability=needs,
+        )
+
+    @overload
+    def connector(self, name: str | None = None) -> Connector: ...
+    @overload
+    def connector(self, name: str | None, needs: type[C]) -> C: ...
+
+    def connector(self, name: str | None = None, needs: type[Connector] | None = None) -> Connector:
+        """The (cached) connector of `connection(name, needs)`, typed as the capability asked for."""
+        from crm_mcp.connectors.base import Connector, capability_name, require
+
+        conn = self.connection(name, capability_name(needs) if needs is not None else None)
         if conn.name not in self._connectors:
             from crm_mcp.connectors.registry import build_connector
 
@@ -100,7 +146,7 @@ class Runtime:
             if options.get("client_id") or options.get("client_secret"):
                 options.setdefault("token_store", _DatabaseTokenStore(self))
             self._connectors[conn.name] = build_connector(conn.provider, conn.name, options)
-        return self._connectors[conn.name]
+        return require(self._connectors[conn.name], needs or Connector)
 
     def cached_connectors(self) -> dict[str, Connector]:
         return dict(self._connectors)
@@ -143,6 +189,11 @@ class Runtime:
             "database": _redact_url(self.settings.resolved_database_url()),
             "connections": [{"name": c.name, "provider": c.provider} for c in self.connections()],
         }
+
+
+def _can(provider: Any, needs: str | None) -> bool:
+    """Whether a provider has a CRM API at all and, if asked, the capability `needs`."""
+    return provider.connector is not None and (needs is None or needs in provider.capabilities)
 
 
 class _DatabaseTokenStore:

@@ -65,7 +65,7 @@ class Actions(BaseModel):
     cold_tags: list[str] = Field(default_factory=list)
     follow_up_task_title: str = "Call hot lead"
     follow_up_due_hours: float = 4
-    score_field: str = "contact.lead_score"
+    score_field: str = "lead_score"  # a logical field (each CRM maps it to its own key) or a CRM key
 
 
 class ScoringRules(BaseModel):

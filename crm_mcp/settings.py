@@ -1,8 +1,9 @@
 """Settings from environment variables `CRM_MCP_*`, a `.env` file, and an optional `crm-mcp.toml`.
 
 Precedence (highest first): explicit overrides, environment, `.env`, `crm-mcp.toml`, defaults.
-A connection configured from `CRM_MCP_GHL_*` is named `gohighlevel`; more connections come from
-`[connections.<name>]` tables in `crm-mcp.toml`, each with a `provider` key.
+Each registered provider contributes its own settings model (`CRM_MCP_<PREFIX>_*`, see its
+package's `settings.py`); a connection configured that way is named after its provider. More
+connections come from `[connections.<name>]` tables in `crm-mcp.toml`, each with a `provider` key.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crm_mcp.errors import ConfigurationError, register_secret
-
-GHL_DEFAULT_BASE_URL = "https://services.leadconnectorhq.com"
 
 
 def default_state_dir() -> Path:
@@ -46,15 +44,13 @@ def is_loopback_host(host: str | None) -> bool:
 
 
 def check_base_url(url: str, *, setting: str) -> str:
-    """HTTPS everywhere; plain http only for loopback (sandbox, local proxies)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url.rstrip("/")
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
-        return url.rstrip("/")
-    raise ConfigurationError(
-        f"{setting}={url!r} is not allowed: use an https:// URL (plain http:// only for 127.0.0.1/localhost)."
-    )
+    """HTTPS everywhere; plain http only for loopback (sandbox, local proxies). Names the setting."""
+    from crm_mcp.connectors.http import check_base_url as check
+
+    try:
+        return check(url)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{setting}: {exc.message}") from None
 
 
 class ConnectionSettings(BaseModel):
@@ -92,19 +88,9 @@ class Settings(BaseSettings):
     config_file: Path | None = Field(None, description="Path of crm-mcp.toml (default ./crm-mcp.toml)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     sandbox: bool = False
-
-    # GoHighLevel default connection
-    ghl_token: SecretStr | None = None
-    ghl_location_id: str | None = None
-    ghl_calendar_id: str | None = None
-    ghl_base_url: str = GHL_DEFAULT_BASE_URL
-    ghl_webhook_public_key: str | None = None
-    ghl_webhook_ed25519_public_key: str | None = None
-    ghl_respect_free_slots: bool = False
-    # GoHighLevel OAuth (Marketplace app install) instead of a Private Integration token
-    ghl_client_id: str | None = None
-    ghl_client_secret: SecretStr | None = None
-    ghl_refresh_token: SecretStr | None = None
+    default_connection: str | None = Field(
+        None, description="The connection tools use when several could serve a call and none is named."
+    )
 
     # sync engine
     worker_concurrency: int = Field(4, ge=1, le=64)
@@ -117,13 +103,31 @@ class Settings(BaseSettings):
 
     health: HealthThresholdSettings = Field(default_factory=HealthThresholdSettings)
 
-    @field_validator("ghl_base_url")
-    @classmethod
-    def _ghl_url(cls, v: str) -> str:
-        try:
-            return check_base_url(v, setting="CRM_MCP_GHL_BASE_URL")
-        except ConfigurationError as exc:
-            raise ValueError(exc.message) from exc
+    # provider name -> overrides for its settings model (load_settings routes `<prefix>_*` keys here)
+    _provider_overrides: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+    _provider_settings: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def provider_settings(self, name: str) -> Any:
+        """The named provider's settings (env vars, `.env`, and any overrides given to load_settings)."""
+        if name not in self._provider_settings:
+            from crm_mcp.connectors.registry import get_provider
+
+            provider = get_provider(name)
+            overrides = self._provider_overrides.get(provider.name, {})
+            self._provider_settings[name] = _build(
+                provider.settings, f"CRM_MCP_{provider.env_prefix}", overrides
+            )
+        return self._provider_settings[name]
+
+    def with_provider(self, name: str, **values: Any) -> Settings:
+        """A copy whose provider `name` has these settings (e.g. pointed at its sandbox)."""
+        copy = self.model_copy()
+        copy._provider_overrides = {
+            **self._provider_overrides,
+            name: {**self._provider_overrides.get(name, {}), **values},
+        }
+        copy._provider_settings = {}
+        return copy
 
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -142,36 +146,25 @@ class Settings(BaseSettings):
             raise ConfigurationError(f"{path} is not valid TOML: {exc}") from exc
 
     def connections(self) -> list[ConnectionSettings]:
-        """Every configured connection: the env-var defaults first, then crm-mcp.toml tables."""
+        """Every configured connection: each provider's env-var default first, then crm-mcp.toml tables."""
+        from crm_mcp.connectors.registry import get_provider, providers
+
         out: list[ConnectionSettings] = []
-        if self.ghl_token is not None or self.ghl_location_id or self.ghl_client_id:
-            out.append(
-                ConnectionSettings(
-                    name="gohighlevel",
-                    provider="gohighlevel",
-                    options={
-                        "token": self.ghl_token.get_secret_value() if self.ghl_token else None,
-                        "location_id": self.ghl_location_id,
-                        "calendar_id": self.ghl_calendar_id,
-                        "base_url": self.ghl_base_url,
-                        "webhook_public_key": self.ghl_webhook_public_key,
-                        "webhook_ed25519_public_key": self.ghl_webhook_ed25519_public_key,
-                        "respect_free_slots": self.ghl_respect_free_slots,
-                        "client_id": self.ghl_client_id,
-                        "client_secret": _secret(self.ghl_client_secret),
-                        "refresh_token": _secret(self.ghl_refresh_token),
-                    },
+        for provider in providers():
+            ps = self.provider_settings(provider.name)
+            if ps.configured():
+                out.append(
+                    ConnectionSettings(name=provider.name, provider=provider.name, options=ps.options())
                 )
-            )
         for name, table in (self._toml().get("connections") or {}).items():
             if not isinstance(table, dict) or "provider" not in table:
                 raise ConfigurationError(f"[connections.{name}] in crm-mcp.toml needs a `provider` key.")
+            provider = get_provider(str(table["provider"]))
             opts = {k: v for k, v in table.items() if k != "provider"}
-            if "base_url" in opts:
-                opts["base_url"] = check_base_url(
-                    str(opts["base_url"]), setting=f"connections.{name}.base_url"
-                )
-            out.append(ConnectionSettings(name=name, provider=str(table["provider"]), options=opts))
+            for key in provider.url_options:
+                if key in opts:
+                    opts[key] = check_base_url(str(opts[key]), setting=f"connections.{name}.{key}")
+            out.append(ConnectionSettings(name=name, provider=provider.name, options=opts))
         seen: set[str] = set()
         for c in out:
             if c.name in seen:
@@ -182,26 +175,44 @@ class Settings(BaseSettings):
         return out
 
 
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
+def _build(model: Any, env_prefix: str, overrides: dict[str, Any]) -> Any:
+    """A provider's settings model from the environment plus overrides, one readable error if invalid."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**overrides)
+    except ValidationError as exc:
+        lines = [
+            f"{env_prefix}_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ConfigurationError("Invalid settings:\n  " + "\n  ".join(lines)) from None
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Load settings, turning validation errors into one readable ConfigurationError."""
     from pydantic import ValidationError
 
+    from crm_mcp.connectors.registry import providers
+
+    # `<prefix>_<field>` overrides (e.g. ghl_token=...) belong to that provider's settings model
+    routed: dict[str, dict[str, Any]] = {}
+    for provider in providers():
+        prefix = provider.env_prefix.lower() + "_"
+        for key in [k for k in overrides if k.startswith(prefix)]:
+            routed.setdefault(provider.name, {})[key[len(prefix) :]] = overrides.pop(key)
+        if "_env_file" in overrides:  # the same .env (or none) for every settings model
+            routed.setdefault(provider.name, {})["_env_file"] = overrides["_env_file"]
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         lines = [f"CRM_MCP_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
         raise ConfigurationError("Invalid settings:\n  " + "\n  ".join(lines)) from None
-    for secret in (
-        settings.secret_key,
-        settings.http_token,
-        settings.ghl_token,
-        settings.ghl_client_secret,
-        settings.ghl_refresh_token,
-    ):
+    settings._provider_overrides = routed
+    secrets = [settings.secret_key, settings.http_token]
+    for secret in secrets:
         if secret is not None:
             register_secret(secret.get_secret_value())
+    for provider in providers():
+        for value in settings.provider_settings(provider.name).secrets():
+            register_secret(value)
     return settings

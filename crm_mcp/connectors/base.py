@@ -1,18 +1,35 @@
-"""Provider-neutral models and the `Connector` protocol.
+"""Provider-neutral models, the neutral vocabulary, and the capability protocols.
 
-A provider file (e.g. `gohighlevel.py`) maps these neutral shapes to and from its wire shapes and
-nothing else. Tools and the sync engine only ever see these models.
+A provider package (`crm_mcp.providers.<name>`) maps these neutral shapes to and from its wire
+shapes and nothing else. Tools and the sync engine only ever see these models and words: a
+provider's own words (GoHighLevel `showed`, HubSpot meeting outcomes, Zoho picklist values) never
+leave its package.
+
+Capabilities, not one fat protocol: a connector implements the small protocols its API allows
+(`Contacts`, `Notes`, `Tasks`, `Appointments`, `Calendars`, `CustomFields`, `Batch`, `Tags`), and a
+caller asks for the one it needs with `require(connector, Notes)`, which answers in words the
+model can act on when the connector does not have it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-AppointmentStatus = Literal["new", "confirmed", "cancelled", "showed", "noshow", "invalid"]
+from crm_mcp.errors import CapabilityError
+
+AppointmentStatus = Literal["scheduled", "confirmed", "cancelled", "completed", "no_show"]
+APPOINTMENT_STATUSES: tuple[str, ...] = get_args(AppointmentStatus)
+LeadStatus = Literal["new", "contacted", "qualified", "tour_scheduled", "application", "leased", "lost"]
+LEAD_STATUSES: tuple[str, ...] = get_args(LeadStatus)
+# Custom fields the engine writes, by logical name; each provider resolves them to its own keys
+# (`ProviderSpec.logical_fields`). A key that is not a logical name is passed to the CRM as is.
+LogicalField = Literal["appointment_status", "next_appointment_date", "lead_score", "lead_status"]
+LOGICAL_FIELDS: tuple[str, ...] = get_args(LogicalField)
 
 
 class _Neutral(BaseModel):
@@ -31,7 +48,9 @@ class Contact(_Neutral):
     timezone: str | None = None
     tags: list[str] = Field(default_factory=list)
     custom_fields: dict[str, Any] = Field(
-        default_factory=dict, description="Custom field values keyed by field id (or key when writing)."
+        default_factory=dict,
+        description="Custom field values: read back keyed by field id; written by logical name "
+        "(LOGICAL_FIELDS) or by the CRM's own field key or id.",
     )
     date_added: datetime | None = None
     date_updated: datetime | None = None
@@ -54,10 +73,11 @@ class Task(_Neutral):
 
 
 class Appointment(_Neutral):
-    """A calendar appointment as the CRM holds it."""
+    """An appointment as the CRM holds it: a calendar event, or a meeting where the CRM has no
+    calendars (`calendar_id` is then None)."""
 
     id: str | None = None
-    calendar_id: str
+    calendar_id: str | None = None
     contact_id: str
     start_time: datetime
     end_time: datetime | None = None
@@ -94,6 +114,25 @@ class ContactPage(_Neutral):
 
 
 @dataclass(frozen=True)
+class EndpointLimit:
+    """A budget some endpoints have on top of the connection's burst window (e.g. a search API
+    allowed a few requests per second), kept by its own limiter in the HTTP client.
+
+    A request matches when its method is in `methods` and its path (as passed to the client)
+    fully matches `path_pattern`. A 429 answered to a matching request is charged to this budget
+    when the body field `ProviderSpec.rate_limit_policy_field` names one of `policies` (or, with
+    no policies declared, when it carries no Retry-After); otherwise to the burst window.
+    """
+
+    name: str
+    path_pattern: str
+    limit: int
+    interval_s: float
+    methods: tuple[str, ...] = ("GET", "POST")
+    policies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ProviderSpec:
     """A provider's quirks as data: base URL, headers, rate-limit header names, error body shape."""
 
@@ -114,34 +153,145 @@ class ProviderSpec:
     burst_limit: int = 100
     burst_interval_s: float = 10.0
     daily_limit: int | None = None
+    # logical custom-field name (LOGICAL_FIELDS) -> this provider's field key
+    logical_fields: Mapping[str, str] = field(default_factory=dict)
+    # the tenant a connection is bound to (webhooks must name it): its option and what to call it
+    tenant_option: str = ""
+    tenant_label: str = "account"
+    # endpoints with a budget of their own, and the 429 body field that names the policy hit
+    endpoint_limits: tuple[EndpointLimit, ...] = ()
+    rate_limit_policy_field: str = ""
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One record's outcome in a batch write: its index in the request, and the saved contact
+    (with `created`) or the error that refused it. A partial failure is not a total failure."""
+
+    index: int
+    contact: Contact | None = None
+    created: bool = False
+    error: str | None = None
 
 
 @runtime_checkable
 class Connector(Protocol):
-    """Provider-neutral operations. Every method raises only `crm_mcp.errors.CRMError` subclasses."""
+    """What every connector has. Every method of every capability raises only CRMError subclasses."""
 
     provider: str
     connection: str
-    capabilities: frozenset[str]
 
     async def ping(self) -> None: ...
+    async def aclose(self) -> None: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Contacts(Connector, Protocol):
+    """Contacts by natural key (email / phone): upsert never makes a second contact."""
+
     async def upsert_contact(self, contact: Contact) -> tuple[Contact, bool]: ...
     async def get_contact(self, contact_id: str) -> Contact: ...
     async def search_contacts(self, query: str | None, limit: int, cursor: str | None) -> ContactPage: ...
-    async def update_contact_custom_fields(self, contact_id: str, values: dict[str, Any]) -> Contact: ...
+    async def set_contact_fields(self, contact_id: str, values: Mapping[str, Any]) -> None:
+        """Write custom fields by logical name or CRM key; unknown fields and values the CRM's
+        picklist does not offer are skipped (logged), never a failure."""
+        ...
+
+
+@runtime_checkable
+class Tags(Connector, Protocol):
     async def add_tags(self, contact_id: str, tags: list[str]) -> list[str]: ...
     async def remove_tags(self, contact_id: str, tags: list[str]) -> list[str]: ...
+
+
+@runtime_checkable
+class Notes(Connector, Protocol):
     async def add_note(self, note: Note) -> Note: ...
     async def list_notes(self, contact_id: str) -> list[Note]: ...
+
+
+@runtime_checkable
+class Tasks(Connector, Protocol):
     async def create_task(self, task: Task) -> Task: ...
     async def list_tasks(self, contact_id: str) -> list[Task]: ...
-    async def list_custom_fields(self) -> list[FieldSchema]: ...
-    async def list_calendars(self) -> list[Calendar]: ...
-    async def free_slots(
-        self, calendar_id: str, start: datetime, end: datetime, timezone: str | None
-    ) -> dict[str, list[datetime]]: ...
+
+
+@runtime_checkable
+class Appointments(Connector, Protocol):
+    """Appointments on a contact: calendar events, or meetings (no calendar) where that is all
+    the CRM has. `update_appointment` takes neutral changes: status, start_time, end_time, title."""
+
     async def create_appointment(self, appointment: Appointment) -> Appointment: ...
     async def update_appointment(self, appointment_id: str, changes: dict[str, Any]) -> Appointment: ...
     async def get_appointment(self, appointment_id: str) -> Appointment: ...
     async def list_contact_appointments(self, contact_id: str) -> list[Appointment]: ...
-    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Calendars(Connector, Protocol):
+    async def list_calendars(self) -> list[Calendar]: ...
+    async def free_slots(
+        self, calendar_id: str, start: datetime, end: datetime, timezone: str | None
+    ) -> dict[str, list[datetime]]: ...
+
+
+@runtime_checkable
+class CustomFields(Connector, Protocol):
+    """Schema discovery: the standard and custom fields of contacts, in the neutral shape."""
+
+    async def list_custom_fields(self) -> list[FieldSchema]: ...
+    def contact_fields(self) -> list[FieldSchema]: ...
+    def appointment_fields(self) -> list[FieldSchema]:
+        """The fields of an appointment (calendar event or meeting); statuses as the CRM's options."""
+        ...
+
+
+@runtime_checkable
+class Batch(Connector, Protocol):
+    """Many contacts per call (upsert by email); `max_batch` per request."""
+
+    max_batch: int
+
+    async def upsert_contacts(self, contacts: list[Contact]) -> list[BatchItem]: ...
+
+
+# capability name -> protocol; the names are what providers declare and errors show
+CAPABILITIES: dict[str, type[Connector]] = {
+    "contacts": Contacts,
+    "tags": Tags,
+    "notes": Notes,
+    "tasks": Tasks,
+    "appointments": Appointments,
+    "calendars": Calendars,
+    "custom_fields": CustomFields,
+    "batch": Batch,
+}
+_NAMES = {proto: name for name, proto in CAPABILITIES.items()}
+C = TypeVar("C", bound=Connector)
+
+
+def capability_name(protocol: type[Connector]) -> str:
+    return _NAMES[protocol]
+
+
+def capabilities_of(connector: object) -> frozenset[str]:
+    """The capabilities a connector implements (by its methods, as the protocols define them)."""
+    return frozenset(name for name, proto in CAPABILITIES.items() if isinstance(connector, proto))
+
+
+def require(connector: Connector, protocol: type[C]) -> C:
+    """The connector as `protocol`, or CapabilityError naming what it lacks.
+
+    Raises:
+        CapabilityError: the connector's provider has no such capability.
+    """
+    if isinstance(connector, protocol):
+        return connector
+    name = capability_name(protocol)
+    raise CapabilityError(
+        f"{connector.provider} connection {connector.connection!r} has no {name.replace('_', ' ')} "
+        "capability",
+        provider=connector.provider,
+        capability=name,
+    )

@@ -15,6 +15,7 @@ import asyncio
 import json as jsonlib
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -33,7 +34,7 @@ from crm_mcp.errors import (
 )
 
 from .auth import RefreshableAuth
-from .base import ProviderSpec
+from .base import EndpointLimit, ProviderSpec
 from .breaker import CircuitBreaker
 from .classify import Outcome, OutcomeKind, classify, counts_as_breaker_failure, may_resend
 from .ratelimit import RateLimiter, RateLimiterLike
@@ -56,6 +57,13 @@ def _message_from_body(body: Any) -> str:
     return ""
 
 
+def _json_or_none(response: httpx2.Response) -> Any:
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        return None
+
+
 def backoff_delay(attempt: int, rng: random.Random, *, base_s: float = 0.5, cap_s: float = 8.0) -> float:
     """Full-jitter exponential backoff (AWS architecture blog): uniform(0, min(cap, base*2^(n-1)))."""
     return rng.uniform(0.0, min(cap_s, base_s * 2 ** max(0, attempt - 1)))
@@ -72,7 +80,9 @@ def check_base_url(url: str) -> str:
         return url.rstrip("/")
     if parsed.scheme == "http" and parsed.host in _LOOPBACK_HOSTS:
         return url.rstrip("/")
-    raise ConfigurationError(f"base URL must be https (plain http only for loopback): {url!r}")
+    raise ConfigurationError(
+        f"base URL {url!r} is not allowed: use an https:// URL (plain http:// only for 127.0.0.1/localhost)."
+    )
 
 
 class ResilientClient:
@@ -101,6 +111,11 @@ class ResilientClient:
         self._clock = clock
         self._sleep = sleep
         self.limiter: RateLimiterLike = limiter or RateLimiter.for_spec(spec, clock=clock, sleep=sleep)
+        # endpoints with a budget of their own (spec.endpoint_limits): one local limiter each
+        self.endpoint_limiters: list[tuple[EndpointLimit, re.Pattern[str], RateLimiter]] = []
+        for lim in spec.endpoint_limits:
+            own = RateLimiter(limit=lim.limit, interval_s=lim.interval_s, clock=clock, sleep=sleep)
+            self.endpoint_limiters.append((lim, re.compile(lim.path_pattern), own))
         self.breaker = breaker or CircuitBreaker(f"{spec.name}:{connection}", clock=clock)
         self.max_attempts = max(1, max_attempts)
         self.max_retry_time_s = max_retry_time_s
@@ -130,15 +145,18 @@ class ResilientClient:
         deadline = self._clock() + self.max_retry_time_s
         refreshed = False
         attempt = 0
+        extra = self._endpoint_limiter(method, path)
         while True:
             attempt += 1
             self.breaker.check(self.provider)
             try:
-                await self.limiter.acquire()
+                await self._acquire(extra)
             except BaseException:
                 self.breaker.record_cancelled()
                 raise
             response, error, reached = await self._send_once(method, path, params, json, headers)
+            if extra is not None:
+                extra.observe({})  # its budget is not reported in headers; the exchange is over
             if response is None:
                 assert error is not None
                 self.limiter.observe({})  # the exchange is over; nothing learned
@@ -157,7 +175,7 @@ class ResilientClient:
                         logger.debug("%s %s %s -> %s", self.provider, method, self._safe(path), status)
                     return response
                 if outcome.kind is OutcomeKind.RATE_LIMITED:
-                    self.limiter.note_429(outcome.retry_after)
+                    self._limiter_for_429(response, outcome.retry_after, extra).note_429(outcome.retry_after)
                     reached = False  # refused before processing: safe to send again
                 if (
                     outcome.kind is OutcomeKind.REFRESH_AUTH
@@ -210,17 +228,54 @@ class ResilientClient:
             ) from None
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        snap = {
             "provider": self.provider,
             "connection": self.connection,
             "limiter": self.limiter.snapshot(),
             "breaker": self.breaker.snapshot(),
         }
+        if self.endpoint_limiters:
+            snap["endpoint_limiters"] = {lim.name: rl.snapshot() for lim, _, rl in self.endpoint_limiters}
+        return snap
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     # -- internals --------------------------------------------------------------------------
+    def _endpoint_limiter(self, method: str, path: str) -> RateLimiter | None:
+        """The limiter of the first `spec.endpoint_limits` entry this request falls under."""
+        for lim, pattern, limiter in self.endpoint_limiters:
+            if method in lim.methods and pattern.fullmatch(path):
+                return limiter
+        return None
+
+    async def _acquire(self, extra: RateLimiter | None) -> None:
+        """A slot in the endpoint's own budget (if any), then in the connection's burst window."""
+        if extra is None:
+            await self.limiter.acquire()
+            return
+        await extra.acquire()
+        try:
+            await self.limiter.acquire()
+        except BaseException:
+            extra.observe({})  # give the endpoint slot back: nothing was sent
+            raise
+
+    def _limiter_for_429(
+        self, response: httpx2.Response, retry_after: float | None, extra: RateLimiter | None
+    ) -> RateLimiterLike:
+        """Which budget a 429 spent: the endpoint's own when the body names its policy (or, with
+        no policies declared, when no Retry-After came), else the connection's burst window."""
+        if extra is None:
+            return self.limiter
+        lim = next(lim for lim, _, rl in self.endpoint_limiters if rl is extra)
+        field = self.spec.rate_limit_policy_field
+        if lim.policies and field:
+            body = _json_or_none(response)
+            policy = body.get(field) if isinstance(body, dict) else None
+            return extra if policy in lim.policies else self.limiter
+        return extra if retry_after is None else self.limiter
+
     async def _send_once(
         self,
         method: str,

@@ -1,18 +1,27 @@
-"""Build a connector from a provider name and plain options (env / crm-mcp.toml / stored connection).
+"""The provider registry: every `Provider` registered in the entry-point group `crm_mcp.providers`.
 
-Provider modules are imported lazily so that starting the server, or a provider that is not
-configured, never pays for (or breaks on) another provider's imports.
+The built-in providers register the same way as a third party's package would (see this
+project's pyproject.toml), so there is one path for all of them. Entry points are read once per
+process; each names a small module whose `PROVIDER` declaration refers to the heavy parts by
+factory, so listing providers never imports a connector or a simulator.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+import functools
+import logging
+from importlib.metadata import entry_points
 from typing import Any
 
 from crm_mcp.errors import ConfigurationError
 
 from .base import Connector, ProviderSpec
+from .provider import Provider
+from .webhooks import WebhookAdapter
+
+log = logging.getLogger(__name__)
+
+GROUP = "crm_mcp.providers"
 
 # options every provider's client understands (passed through to ResilientClient)
 CLIENT_OPTIONS = frozenset(
@@ -20,11 +29,54 @@ CLIENT_OPTIONS = frozenset(
     | {"max_attempts", "max_retry_time_s", "timeout_s"}
 )
 
-# OAuth 2 with rotating refresh tokens; `token_store` persists them (state.credentials provides one)
+# OAuth 2 with refresh tokens; `token_store` persists rotated ones (state.credentials provides one)
 OAUTH_OPTIONS = frozenset({"client_id", "client_secret", "refresh_token", "token_store", "token_clock"})
 
 
-def _shared_guards(spec: ProviderSpec, connection: str, options: dict[str, Any]) -> dict[str, Any]:
+@functools.cache
+def _registered() -> dict[str, Provider]:
+    found: dict[str, Provider] = {}
+    for ep in entry_points(group=GROUP):
+        try:
+            provider = ep.load()
+        except Exception:  # one broken third-party provider must not take the others down
+            log.exception("provider entry point %r could not be loaded; skipped", ep.value)
+            continue
+        if not isinstance(provider, Provider):
+            log.error("entry point %r is not a crm_mcp Provider; skipped", ep.value)
+            continue
+        found.setdefault(provider.name, provider)
+    return found
+
+
+def providers() -> list[Provider]:
+    """Every registered provider, by name."""
+    return [p for _, p in sorted(_registered().items())]
+
+
+def supported_providers() -> list[str]:
+    return sorted(_registered())
+
+
+def get_provider(name: str) -> Provider:
+    """The provider called `name` (or one of its aliases); ConfigurationError when unknown."""
+    wanted = name.strip().lower()
+    for provider in _registered().values():
+        if wanted == provider.name or wanted in provider.aliases:
+            return provider
+    raise ConfigurationError(f"unknown CRM provider {name!r}; supported: {', '.join(supported_providers())}")
+
+
+def webhook_adapter(name: str) -> WebhookAdapter | None:
+    """The provider's webhook adapter, or None when the provider is unknown or receives none."""
+    try:
+        p = get_provider(name)
+    except ConfigurationError:
+        return None
+    return p.webhooks() if p.webhooks is not None else None
+
+
+def shared_guards(spec: ProviderSpec, connection: str, options: dict[str, Any]) -> dict[str, Any]:
     """With `redis_url`, a limiter and breaker shared by every process using this connection.
 
     An explicit `limiter` / `breaker` option wins (tests inject their own).
@@ -39,45 +91,23 @@ def _shared_guards(spec: ProviderSpec, connection: str, options: dict[str, Any])
     return {k: v for k, v in guards.items() if k not in options}
 
 
-def _gohighlevel(connection: str, options: dict[str, Any]) -> Connector:
-    module = importlib.import_module("crm_mcp.providers.gohighlevel.connector")
-    oauth = bool(options.get("client_id") or options.get("client_secret"))
-    needed = ("client_id", "client_secret", "location_id") if oauth else ("token", "location_id")
-    missing = [k for k in needed if not options.get(k)]
-    if oauth and not (options.get("refresh_token") or options.get("token_store")):
-        missing.append("refresh_token")
-    if missing:
-        raise ConfigurationError(
-            f"gohighlevel connection {connection!r} is missing {', '.join(missing)} "
-            "(env CRM_MCP_GHL_TOKEN, or CRM_MCP_GHL_CLIENT_ID / CRM_MCP_GHL_CLIENT_SECRET / "
-            "CRM_MCP_GHL_REFRESH_TOKEN for OAuth; and CRM_MCP_GHL_LOCATION_ID)"
-        )
-    kwargs: dict[str, Any] = {k: v for k, v in options.items() if k in CLIENT_OPTIONS | OAUTH_OPTIONS}
-    kwargs.update(_shared_guards(module.GHL_SPEC, connection, options))
-    if options.get("base_url"):
-        kwargs["base_url"] = options["base_url"]
-    if "respect_free_slots" in options:
-        kwargs["respect_free_slots"] = bool(options["respect_free_slots"])
-    connector: Connector = module.GoHighLevelConnector(
-        connection, token=options.get("token"), location_id=options["location_id"], **kwargs
-    )
-    return connector
-
-
-_FACTORIES: dict[str, Callable[[str, dict[str, Any]], Connector]] = {"gohighlevel": _gohighlevel}
-_ALIASES = {"ghl": "gohighlevel", "highlevel": "gohighlevel", "leadconnector": "gohighlevel"}
-
-
-def supported_providers() -> list[str]:
-    return sorted(_FACTORIES)
+def client_kwargs(spec: ProviderSpec, connection: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The ResilientClient and OAuth options a connector factory passes on, shared guards included."""
+    kwargs = {k: v for k, v in options.items() if k in CLIENT_OPTIONS | OAUTH_OPTIONS}
+    kwargs.update(shared_guards(spec, connection, options))
+    return kwargs
 
 
 def build_connector(provider: str, connection: str, options: dict[str, Any]) -> Connector:
-    """The connector for `provider` named `connection`; ConfigurationError if unknown or incomplete."""
-    name = _ALIASES.get(provider.strip().lower(), provider.strip().lower())
-    factory = _FACTORIES.get(name)
-    if factory is None:
+    """The connector for `provider` named `connection`.
+
+    Raises:
+        ConfigurationError: the provider is unknown, has no connector (webhooks only), or the
+            options are incomplete.
+    """
+    p = get_provider(provider)
+    if p.connector is None:
         raise ConfigurationError(
-            f"unknown CRM provider {provider!r}; supported: {', '.join(supported_providers())}"
+            f"{p.title} connections only receive webhooks; connection {connection!r} has no CRM API to call."
         )
-    return factory(connection, dict(options))
+    return p.connector(connection, dict(options))

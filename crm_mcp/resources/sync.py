@@ -75,7 +75,7 @@ def register_schema(server: MCPServer[Any], rt: Runtime) -> None:
         from crm_mcp.tools.schema import crm_fields
 
         try:
-            rt.connection(connection, provider=None)
+            rt.connection(connection)
             out = {}
             for obj in ("contact", "appointment"):
                 _name, fields = await crm_fields(rt, connection, obj)

@@ -1,8 +1,8 @@
 """Sign webhooks the way each provider does, with generated test keys, for the simulators and tests.
 
-This is written independently of `crm_mcp.sync.signatures` (the sandbox may not import the sync
-engine), so a test that signs here and verifies there checks the two against each other rather
-than a function against itself. Keys are generated per signer: no production secret is ever
+This is written independently of the verifiers (`crm_mcp.connectors.webhooks` and each
+provider's `webhooks.py`), so a test that signs here and verifies there checks the two against
+each other rather than a function against itself. Keys are generated per signer: no production secret is ever
 needed to exercise the webhook path end to end.
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,27 +24,30 @@ log = logging.getLogger(__name__)
 Transport = Literal["stdio", "sse", "http"]
 
 
-def sandbox_settings(settings: Settings, base_url: str) -> Settings:
-    """Point the GoHighLevel connection at an in-process simulator, with a throwaway database."""
-    from pydantic import SecretStr
+def start_sandboxes(settings: Settings, stack: ExitStack | AsyncExitStack) -> Settings:
+    """Start every registered provider's simulator on loopback and point a connection at each,
+    with a throwaway database unless one is configured. Stopped when `stack` closes."""
+    from crm_mcp.connectors.registry import providers
 
-    from crm_mcp.providers.gohighlevel.sandbox.simulator import (
-        SANDBOX_CALENDAR_ID,
-        SANDBOX_LOCATION_ID,
-        SANDBOX_TOKEN,
-    )
-
+    started: list[str] = []  # the first (by name) serves calls that name no connection
+    for provider in providers():
+        if provider.sandbox is None:
+            continue
+        started.append(provider.name)
+        handle = provider.sandbox(0)
+        stack.callback(handle.stop)
+        settings = settings.with_provider(provider.name, **handle.connection_options())
+        log.info("%s sandbox at %s", provider.title, handle.url)
     update: dict[str, Any] = {
-        "ghl_token": SecretStr(SANDBOX_TOKEN),
-        "ghl_location_id": SANDBOX_LOCATION_ID,
-        "ghl_calendar_id": SANDBOX_CALENDAR_ID,
-        "ghl_base_url": base_url,
         "sandbox": True,
+        "default_connection": settings.default_connection or started[0],
     }
     if not settings.database_url:
         tmp = Path(tempfile.mkdtemp(prefix="crm-mcp-sandbox-"))
         update["database_url"] = f"sqlite+aiosqlite:///{tmp / 'sandbox.db'}"
-    return settings.model_copy(update=update)
+    copy = settings.model_copy(update=update)
+    copy._provider_overrides = settings._provider_overrides
+    return copy
 
 
 async def run_worker_loop(rt: Runtime, stop: asyncio.Event | None = None) -> None:
@@ -84,7 +87,7 @@ async def build_worker(rt: Runtime) -> Any:
     s = rt.settings
 
     def connector_for(name: str) -> Any:
-        return rt.connector(name, provider=None)
+        return rt.connector(name)
 
     handlers = {
         **build_handlers(db, connector_for, rt.clock),
@@ -121,12 +124,7 @@ async def serve(
 ) -> None:
     async with AsyncExitStack() as stack:
         if sandbox:
-            from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
-
-            _sim, sim_server = start_ghl_sandbox()
-            stack.callback(sim_server.stop)
-            settings = sandbox_settings(settings, sim_server.url)
-            log.info("GoHighLevel sandbox at %s", sim_server.url)
+            settings = start_sandboxes(settings, stack)
         rt = Runtime(settings)
         stack.push_async_callback(rt.aclose)
 

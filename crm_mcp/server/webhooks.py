@@ -67,14 +67,15 @@ def make_handler(rt: Runtime, *, process_inline: bool = True) -> Callable[[Reque
             logger.warning("inbox processing after a webhook failed", exc_info=True)
 
     async def handle(request: Request) -> Response:
-        from crm_mcp.sync.inbox import PROVIDERS, receive
+        from crm_mcp.connectors.registry import webhook_adapter
+        from crm_mcp.sync.inbox import receive
 
         provider = request.path_params["provider"]
         name = request.path_params["connection"]
-        if provider not in PROVIDERS:
+        if webhook_adapter(provider) is None:
             return JSONResponse({"error": f"unknown webhook provider {provider!r}"}, 404)
         try:
-            conn = rt.connection(name, None)
+            conn = rt.connection(name)
         except ConfigurationError:
             return JSONResponse({"error": f"no connection named {name!r}"}, 404)
         if conn.provider != provider:

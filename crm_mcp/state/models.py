@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 OP_STATUSES = ("pending", "in_flight", "succeeded", "dead")
-APPOINTMENT_STATUSES = ("new", "confirmed", "cancelled", "completed", "showed", "noshow")
+APPOINTMENT_STATUSES = ("scheduled", "confirmed", "cancelled", "completed", "no_show")  # the neutral ones
 LOG_OUTCOMES = ("success", "retry", "dead", "rescheduled")
 
 # Named constraints keep alembic batch migrations on SQLite deterministic.
@@ -107,7 +107,7 @@ class Appointment(Base):
     __tablename__ = "appointments"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('new','confirmed','cancelled','completed','showed','noshow')", name="status"
+            "status IN ('scheduled','confirmed','cancelled','completed','no_show')", name="status"
         ),
     )
 
@@ -123,7 +123,7 @@ class Appointment(Base):
     timezone: Mapped[str | None] = mapped_column(String(64))
     title: Mapped[str | None] = mapped_column(String(255))
     notes: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="new")
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
     source: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

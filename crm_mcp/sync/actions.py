@@ -16,7 +16,19 @@ from typing import Any, cast
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import Table, bindparam, insert, select
 
-from crm_mcp.connectors.base import Appointment, Connector, Contact, Note, Task
+from crm_mcp.connectors.base import (
+    Appointment,
+    Appointments,
+    Connector,
+    Contact,
+    Contacts,
+    Note,
+    Notes,
+    Tags,
+    Task,
+    Tasks,
+    require,
+)
 from crm_mcp.errors import RetryableError
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import Appointment as LocalAppointment
@@ -26,12 +38,6 @@ log = logging.getLogger(__name__)
 
 ConnectorLookup = Callable[[str], Connector]
 Handler = Callable[[SyncOperation, Any], Awaitable[dict[str, Any]]]
-
-# Local status -> GoHighLevel-style appointment status (neutral model uses the GHL vocabulary).
-CRM_STATUS = {"new": "new", "confirmed": "confirmed", "cancelled": "cancelled", "completed": "showed"}
-STATUS_FIELD = "contact.appointment_status"
-NEXT_DATE_FIELD = "contact.next_appointment_date"
-
 
 _REFS = cast(Table, ExternalRef.__table__)
 # The remote types already recorded for one local record (bound: connection, local_type, local_id).
@@ -45,51 +51,6 @@ _REF_INSERT = insert(_REFS)
 
 def marker(local_id: str, purpose: str) -> str:
     return f"crm-mcp:{local_id}:{purpose}"
-
-
-# Words a picklist may use for our statuses (matched case-insensitively, first hit wins).
-STATUS_SYNONYMS = {
-    "new": ["new", "scheduled", "booked"],
-    "confirmed": ["confirmed", "scheduled"],
-    "cancelled": ["cancelled", "canceled"],
-    "completed": ["completed", "showed", "done"],
-}
-
-
-def pick_option(value: Any, options: list[str]) -> str | None:
-    """The picklist option for a value, or None when the CRM's list has nothing that fits."""
-    wanted = [str(value).lower(), *STATUS_SYNONYMS.get(str(value).lower(), [])]
-    lowered = {o.lower(): o for o in options}
-    return next((lowered[w] for w in wanted if w in lowered), None)
-
-
-class _FieldIds:
-    """Custom-field key -> (id, options) per connection, loaded once.
-
-    Keys the location does not have, and picklist values it does not offer, are skipped rather
-    than failed: a booking must not die because an optional status field is missing.
-    """
-
-    def __init__(self) -> None:
-        self._fields: dict[str, dict[str, tuple[str, list[str]]]] = {}
-
-    async def resolve(self, connector: Connector, values: Mapping[str, Any]) -> dict[str, Any]:
-        fields = self._fields.get(connector.connection)
-        if fields is None:
-            fields = {f.key: (f.id, f.options) for f in await connector.list_custom_fields() if f.id}
-            self._fields[connector.connection] = fields
-        out: dict[str, Any] = {}
-        for key, value in values.items():
-            if key not in fields or value is None:
-                continue
-            field_id, options = fields[key]
-            if options:
-                value = pick_option(value, options)
-                if value is None:
-                    log.info("custom field %s has no option for %r; skipped", key, values[key])
-                    continue
-            out[field_id] = value
-        return out
 
 
 def _same_instant(a: datetime, b: datetime) -> bool:
@@ -121,7 +82,7 @@ def _contact_from(payload: Mapping[str, Any]) -> Contact:
     )
 
 
-async def find_or_create_note(connector: Connector, contact_id: str, ref: str, body: str) -> str:
+async def find_or_create_note(connector: Notes, contact_id: str, ref: str, body: str) -> str:
     for note in await connector.list_notes(contact_id):
         if ref in note.body and note.id:
             return note.id
@@ -131,7 +92,7 @@ async def find_or_create_note(connector: Connector, contact_id: str, ref: str, b
 
 
 async def find_or_create_task(
-    connector: Connector, contact_id: str, ref: str, title: str, body: str, due: datetime
+    connector: Tasks, contact_id: str, ref: str, title: str, body: str, due: datetime
 ) -> str:
     for task in await connector.list_tasks(contact_id):
         if task.body and ref in task.body and task.id:
@@ -143,11 +104,16 @@ async def find_or_create_task(
     return created.id
 
 
+async def add_tags(connector: Connector, contact_id: str, tags: list[str]) -> list[str]:
+    """Tag the contact where the CRM has tags; elsewhere the note or task carries the meaning."""
+    if isinstance(connector, Tags):
+        return await connector.add_tags(contact_id, tags)
+    return []
+
+
 def build_handlers(
     db: Database, connector_for: ConnectorLookup, now: Callable[[], datetime]
 ) -> dict[str, Handler]:
-    field_ids = _FieldIds()
-
     def save_refs(
         connection: str, local_id: str, refs: Mapping[str, str]
     ) -> Callable[[SyncConnection], None]:
@@ -195,31 +161,34 @@ def build_handlers(
         if "contact_id" not in done:
             contact = _contact_from(p)
             contact.tags = ["crm-mcp", "appointment-booked"]
-            contact.custom_fields = await field_ids.resolve(
-                c, {STATUS_FIELD: p["status"], NEXT_DATE_FIELD: start.date().isoformat()}
-            )
-            saved, _ = await c.upsert_contact(contact)
+            contact.custom_fields = {
+                "appointment_status": p["status"],
+                "next_appointment_date": start.date().isoformat(),
+            }
+            saved, _ = await require(c, Contacts).upsert_contact(contact)
             assert saved.id
             done["contact_id"] = saved.id
             await ctx.checkpoint(done)
         contact_id = done["contact_id"]
         if "event_id" not in done:
+            calendar = require(c, Appointments)
             match = [
                 a
-                for a in await c.list_contact_appointments(contact_id)
-                if a.calendar_id == p["calendar_id"] and _same_instant(a.start_time, start)
+                for a in await calendar.list_contact_appointments(contact_id)
+                if (a.calendar_id or None) == (p.get("calendar_id") or None)
+                and _same_instant(a.start_time, start)
             ]
             event = (
                 match[0]
                 if match
-                else await c.create_appointment(
+                else await calendar.create_appointment(
                     Appointment(
-                        calendar_id=p["calendar_id"],
+                        calendar_id=p.get("calendar_id"),
                         contact_id=contact_id,
                         start_time=start,
                         end_time=end,
                         title=p.get("title"),
-                        status=CRM_STATUS.get(p["status"], "confirmed"),  # type: ignore[arg-type]
+                        status=p["status"],
                     )
                 )
             )
@@ -235,13 +204,13 @@ def build_handlers(
             if p.get("notes"):
                 lines.append(f"Details: {p['notes']}")
             done["note_id"] = await find_or_create_note(
-                c, contact_id, marker(local_id, "booking"), "\n".join(lines)
+                require(c, Notes), contact_id, marker(local_id, "booking"), "\n".join(lines)
             )
             await ctx.checkpoint(done)
         if "task_id" not in done:
             due = max(start - timedelta(days=1), now())
             done["task_id"] = await find_or_create_task(
-                c,
+                require(c, Tasks),
                 contact_id,
                 marker(local_id, "reminder"),
                 f"Reminder: {p.get('title') or 'appointment'}",
@@ -293,29 +262,28 @@ def build_handlers(
         if "updated" not in done:
             update: dict[str, Any] = {}
             if "status" in changes:
-                update["status"] = CRM_STATUS[changes["status"]]
+                update["status"] = changes["status"]
             for key in ("start_time", "end_time"):
                 if key in changes:
                     update[key] = datetime.fromisoformat(changes[key])
             if "title" in changes:
                 update["title"] = changes["title"]
             if update:
-                await c.update_appointment(event_id, update)
+                await require(c, Appointments).update_appointment(event_id, update)
             values: dict[str, Any] = {}
             if "status" in changes:
-                values[STATUS_FIELD] = changes["status"]
+                values["appointment_status"] = changes["status"]
             if "start_time" in changes:
-                values[NEXT_DATE_FIELD] = changes["start_time"][:10]
-            resolved = await field_ids.resolve(c, values)
-            if resolved:
-                await c.update_contact_custom_fields(contact_id, resolved)
+                values["next_appointment_date"] = changes["start_time"][:10]
+            if values:
+                await require(c, Contacts).set_contact_fields(contact_id, values)
             done["updated"] = True
             await ctx.checkpoint(done)
         reason = p.get("reason") or "no reason given"
         if not superseded and action == "cancel" and "task_id" not in done:
-            await c.add_tags(contact_id, ["appointment-cancelled"])
+            await add_tags(c, contact_id, ["appointment-cancelled"])
             done["task_id"] = await find_or_create_task(
-                c,
+                require(c, Tasks),
                 contact_id,
                 marker(op.id, "follow-up"),
                 "Follow up: appointment cancelled",
@@ -323,9 +291,9 @@ def build_handlers(
                 now() + timedelta(days=1),
             )
         elif not superseded and action == "complete" and "task_id" not in done:
-            await c.add_tags(contact_id, ["customer"])
+            await add_tags(c, contact_id, ["customer"])
             done["task_id"] = await find_or_create_task(
-                c,
+                require(c, Tasks),
                 contact_id,
                 marker(op.id, "satisfaction"),
                 "Satisfaction check",
@@ -334,7 +302,9 @@ def build_handlers(
             )
         elif action == "update" and ("title" in changes or "notes" in changes) and "note_id" not in done:
             body = "Appointment updated: " + ", ".join(f"{k}={v}" for k, v in changes.items())
-            done["note_id"] = await find_or_create_note(c, contact_id, marker(op.id, "update"), body)
+            done["note_id"] = await find_or_create_note(
+                require(c, Notes), contact_id, marker(op.id, "update"), body
+            )
         return done
 
     return {"appointment.create": appointment_create, "appointment.status": appointment_status}

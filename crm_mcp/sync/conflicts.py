@@ -12,8 +12,8 @@ Policies, per field:
   whereas taking the remote value would be overwritten by that queued delivery anyway.
 - ``status_priority``: the status further along its lifecycle wins, so progress is never undone by
   a stale write. Leads: leased > application > tour_scheduled > qualified > contacted > new.
-  Appointments: an outcome (completed / showed / noshow) > confirmed > new. ``cancelled`` is
-  explicit: it beats new and confirmed (a cancellation is a deliberate end; keeping the slot
+  Appointments: an outcome (completed / no_show) > confirmed > scheduled. ``cancelled`` is
+  explicit: it beats scheduled and confirmed (a cancellation is a deliberate end; keeping the slot
   "confirmed" would send someone to a meeting that will not happen) but loses to an outcome (an
   appointment that already took place cannot be un-held; a late cancel is a stale cleanup).
   Equal ranks, or a status outside the ladder, fall back to newest_wins (said in the reason).
@@ -35,8 +35,8 @@ Winner = Literal["local", "remote", "same", "none"]
 POLICIES: tuple[str, ...] = get_args(Policy)
 
 LEAD_STATUS_ORDER = ("new", "contacted", "qualified", "tour_scheduled", "application", "leased")
-APPOINTMENT_OUTCOMES = frozenset({"completed", "showed", "noshow"})
-_APPOINTMENT_RANK = {"new": 0, "confirmed": 1, **dict.fromkeys(APPOINTMENT_OUTCOMES, 3)}
+APPOINTMENT_OUTCOMES = frozenset({"completed", "no_show"})
+_APPOINTMENT_RANK = {"scheduled": 0, "confirmed": 1, **dict.fromkeys(APPOINTMENT_OUTCOMES, 3)}
 _CANCELLED_RANK = 2  # above new/confirmed, below an outcome (see module docstring)
 
 # Default policy per field: statuses by priority, everything else by recency.

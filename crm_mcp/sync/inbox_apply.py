@@ -1,8 +1,9 @@
-"""Applying stored GoHighLevel webhook events to the local records (leads and appointments).
+"""Applying stored webhook events to the local records (leads and appointments).
 
-The inbox (`crm_mcp.sync.inbox`) proves and stores events; this module decides what each one
-changes. A contact event updates or creates the lead it refers to; an appointment event updates,
-creates or cancels the local appointment. An event older than the CRM state already applied is
+The inbox (`crm_mcp.sync.inbox`) proves and stores events; the provider's webhook adapter turns
+each into neutral `RemoteChange`s; this module decides what each change does to the local records,
+the same for every CRM. A contact change updates or creates the lead it refers to; an appointment
+change updates, creates or cancels the local appointment. An event older than the CRM state already applied is
 skipped (webhooks arrive out of order), and a field changed on both sides — locally, not yet
 delivered, and in the CRM — goes through the conflict rules instead of being overwritten.
 """
@@ -18,23 +19,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_mcp.connectors.registry import webhook_adapter
+from crm_mcp.connectors.webhooks import IncomingEvent, RemoteChange, parse_timestamp
 from crm_mcp.state.models import Appointment, ExternalRef, InboxEvent, Lead, SyncOperation
 from crm_mcp.sync.conflicts import Policy, Resolution, log_conflict, policy_for, resolve
-from crm_mcp.sync.signatures import parse_timestamp
 
 logger = logging.getLogger(__name__)
 
 
-# CRM appointment status -> local status (the inverse of sync.actions.CRM_STATUS, plus `invalid`).
-GHL_APPOINTMENT_STATUS = {
-    "new": "new",
-    "confirmed": "confirmed",
-    "cancelled": "cancelled",
-    "showed": "completed",
-    "noshow": "noshow",
-    "invalid": "cancelled",
-}
-LEAD_STATUS_KEYS = frozenset({"contact.lead_status", "lead_status"})
+_LEAD_COLUMNS = ("first_name", "last_name", "email", "phone", "status")
+_APPOINTMENT_COLUMNS = ("calendar_id", "start_time", "end_time", "title", "notes", "status")
 _UNSYNCED = ("pending", "in_flight", "dead")
 # Interim home of an appointment's last applied CRM time, until appointments get a column for it.
 _APPOINTMENT_MARK = "crm_updated_at"
@@ -84,35 +78,29 @@ class Outcome:
         return res.value
 
 
-def event_time(payload: Mapping[str, Any], received_at: datetime) -> datetime:
-    """The event's own time: the record's dateUpdated, else the delivery timestamp, else arrival."""
-    inner = payload.get("appointment")
-    inner = inner if isinstance(inner, dict) else {}
-    candidates = [inner.get("dateUpdated"), payload.get("dateUpdated"), payload.get("timestamp")]
-    if str(payload.get("type", "")).endswith("Create"):
-        candidates += [inner.get("dateAdded"), payload.get("dateAdded")]
-    for value in candidates:
-        if (ts := parse_timestamp(value)) is not None:
-            return ts
-    return received_at
-
-
 async def apply_event(
     session: AsyncSession,
     ev: InboxEvent,
     *,
     now: datetime,
     policies: Mapping[str, Policy],
-    lead_status_field_ids: Collection[str] = (),
+    field_ids: Mapping[str, Collection[str]] | None = None,
 ) -> Outcome:
-    """Apply one stored event to the local records (caller commits). Unknown types are no-ops."""
-    if ev.provider != "gohighlevel":
+    """Apply one stored event to the local records (caller commits). Types the engine does not
+    apply (and providers without an adapter) are no-ops."""
+    adapter = webhook_adapter(ev.provider)
+    if adapter is None:
         return Outcome()
-    if ev.event_type in ("ContactCreate", "ContactUpdate"):
-        return await _apply_contact(session, ev, now, policies, lead_status_field_ids)
-    if ev.event_type in ("AppointmentCreate", "AppointmentUpdate", "AppointmentDelete"):
-        return await _apply_appointment(session, ev, now, policies, ev.event_type == "AppointmentDelete")
-    return Outcome()
+    incoming = IncomingEvent(ev.event_id, ev.event_type, dict(ev.payload or {}))
+    out = Outcome()
+    for change in adapter.changes(incoming, field_ids=field_ids or {}):
+        apply = _apply_contact if change.kind == "contact" else _apply_appointment
+        done = await apply(session, ev, change, change.occurred_at or ev.received_at, now, policies)
+        out.stale |= done.stale
+        out.conflicts.extend(done.conflicts)
+        if done.parked:
+            out.parked = f"{out.parked}; {done.parked}" if out.parked else done.parked
+    return out
 
 
 async def _ref(
@@ -151,15 +139,6 @@ async def _local_changes(session: AsyncSession, entity_type: str, entity_id: str
         for key in keys:
             out[key] = max(out.get(key, op.created_at), op.created_at)
     return out
-
-
-def _lead_status(payload: Mapping[str, Any], field_ids: Collection[str]) -> str | None:
-    for cf in payload.get("customFields") or []:
-        if isinstance(cf, dict) and (cf.get("id") in field_ids or cf.get("key") in LEAD_STATUS_KEYS):
-            value = cf.get("value")
-            if isinstance(value, str) and value.strip():
-                return value.strip().lower().replace(" ", "_")
-    return None
 
 
 async def _lead_for(
@@ -218,28 +197,21 @@ async def _link(
 async def _apply_contact(
     session: AsyncSession,
     ev: InboxEvent,
+    change: RemoteChange,
+    ts: datetime,
     now: datetime,
     policies: Mapping[str, Policy],
-    status_ids: Collection[str],
 ) -> Outcome:
-    p = ev.payload
-    contact_id = str(p["id"])
-    email = str(p.get("email") or "").strip() or None
-    ts = event_time(p, ev.received_at)
-    remote = {
-        "first_name": p.get("firstName"),
-        "last_name": p.get("lastName"),
-        "email": email,
-        "phone": p.get("phone"),
-        "status": _lead_status(p, status_ids),
-    }
-    remote = {k: v for k, v in remote.items() if v is not None}
+    contact_id = change.remote_id
+    email = change.fields.get("email")
+    source = change.fields.get("source")
+    remote = {k: change.fields[k] for k in _LEAD_COLUMNS if change.fields.get(k) is not None}
     out = Outcome()
     lead = await _lead_for(session, ev.connection, contact_id, email)
     if lead is None:
         lead = Lead(
             connection=ev.connection,
-            source=str(p.get("source") or "gohighlevel")[:64],
+            source=str(source or ev.provider)[:64],
             data={},
             created_at=now,
             updated_at=now,
@@ -267,24 +239,15 @@ async def _apply_contact(
 
 
 async def _apply_appointment(
-    session: AsyncSession, ev: InboxEvent, now: datetime, policies: Mapping[str, Policy], deleted: bool
+    session: AsyncSession,
+    ev: InboxEvent,
+    change: RemoteChange,
+    ts: datetime,
+    now: datetime,
+    policies: Mapping[str, Policy],
 ) -> Outcome:
-    p = ev.payload
-    a: dict[str, Any] = p["appointment"] if isinstance(p.get("appointment"), dict) else p
-    remote_id = str(a["id"])
-    ts = event_time(p, ev.received_at)
-    status = (
-        "cancelled" if deleted else GHL_APPOINTMENT_STATUS.get(str(a.get("appointmentStatus") or "").lower())
-    )
-    remote = {
-        "calendar_id": a.get("calendarId"),
-        "start_time": parse_timestamp(a.get("startTime")),
-        "end_time": parse_timestamp(a.get("endTime")),
-        "title": a.get("title"),
-        "notes": a.get("notes"),
-        "status": status,
-    }
-    remote = {k: v for k, v in remote.items() if v is not None}
+    remote_id, deleted = change.remote_id, change.deleted
+    remote = {k: change.fields[k] for k in _APPOINTMENT_COLUMNS if change.fields.get(k) is not None}
     out = Outcome()
     ref = await _ref(session, ev.connection, "appointment", "appointment", remote_id)
     appt = await session.get(Appointment, ref.local_id) if ref is not None else None
@@ -293,7 +256,7 @@ async def _apply_appointment(
         # Create is recognised as older and cannot resurrect it).
         if "start_time" not in remote:
             raise ValueError(f"appointment {remote_id} has no readable startTime")
-        contact_id = str(a.get("contactId") or "")
+        contact_id = str(change.fields.get("contact_id") or "")
         ref_lead = await _ref(session, ev.connection, "lead", "contact", contact_id) if contact_id else None
         lead = await session.get(Lead, ref_lead.local_id) if ref_lead is not None else None
         appt = Appointment(
@@ -302,7 +265,7 @@ async def _apply_appointment(
             contact_last_name=lead.last_name if lead else None,
             contact_email=lead.email if lead else None,
             contact_phone=lead.phone if lead else None,
-            source="gohighlevel",
+            source=ev.provider[:64],
             created_at=now,
             updated_at=now,
             version=1,

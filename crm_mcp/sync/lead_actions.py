@@ -14,10 +14,17 @@ from typing import Any
 
 from sqlalchemy import select
 
-from crm_mcp.connectors.base import Connector, Contact
+from crm_mcp.connectors.base import Contact, Contacts, Notes, Tasks, require
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import ExternalRef, Lead, SyncOperation
-from crm_mcp.sync.actions import ConnectorLookup, Handler, find_or_create_note, find_or_create_task, marker
+from crm_mcp.sync.actions import (
+    ConnectorLookup,
+    Handler,
+    add_tags,
+    find_or_create_note,
+    find_or_create_task,
+    marker,
+)
 
 
 def contact_from_payload(c: Mapping[str, Any]) -> Contact:
@@ -31,14 +38,6 @@ def contact_from_payload(c: Mapping[str, Any]) -> Contact:
         tags=list(c.get("tags") or []),
         custom_fields=dict(c.get("custom_fields") or {}),
     )
-
-
-async def field_id(connector: Connector, key: str) -> str | None:
-    """The id of custom field `key` (e.g. contact.lead_score), or None when the CRM has no such field."""
-    for f in await connector.list_custom_fields():
-        if f.id and key in (f.key, f.id):
-            return f.id
-    return None
 
 
 def build_lead_handlers(
@@ -79,7 +78,7 @@ def build_lead_handlers(
 
     async def contact_upsert(op: SyncOperation, ctx: Any) -> dict[str, Any]:
         p = op.payload
-        c = connector_for(op.connection)
+        c = require(connector_for(op.connection), Contacts)
         saved, created = await c.upsert_contact(contact_from_payload(p["contact"]))
         assert saved.id
         await remember_contact(op.connection, p.get("lead_id"), saved.id)
@@ -87,7 +86,7 @@ def build_lead_handlers(
 
     async def contact_note(op: SyncOperation, ctx: Any) -> dict[str, Any]:
         p = op.payload
-        c = connector_for(op.connection)
+        c = require(connector_for(op.connection), Notes)
         note_id = await find_or_create_note(c, p["contact_id"], marker(op.id, "note"), p["body"])
         return {"contact_id": p["contact_id"], "note_id": note_id}
 
@@ -99,7 +98,7 @@ def build_lead_handlers(
         if "contact_id" not in done:
             contact_id = p.get("contact_id")
             if not contact_id:
-                saved, _ = await c.upsert_contact(contact_from_payload(p["contact"]))
+                saved, _ = await require(c, Contacts).upsert_contact(contact_from_payload(p["contact"]))
                 assert saved.id
                 contact_id = saved.id
                 await remember_contact(op.connection, p.get("lead_id"), contact_id)
@@ -107,19 +106,18 @@ def build_lead_handlers(
             await ctx.checkpoint(done)
         contact_id = done["contact_id"]
         if "score_field" not in done:
-            fid = await field_id(c, p.get("score_field") or "contact.lead_score")
-            if fid:
-                await c.update_contact_custom_fields(contact_id, {fid: p["score"]})
-            done["score_field"] = fid
+            field = p.get("score_field") or "lead_score"
+            await require(c, Contacts).set_contact_fields(contact_id, {field: p["score"]})
+            done["score_field"] = field
             await ctx.checkpoint(done)
         if p.get("tags") and "tags" not in done:
-            done["tags"] = await c.add_tags(contact_id, list(p["tags"]))
+            done["tags"] = await add_tags(c, contact_id, list(p["tags"]))
             await ctx.checkpoint(done)
         task = p.get("task")
         if task and "task_id" not in done:
             due = now() + timedelta(hours=float(task.get("due_hours", 4)))
             done["task_id"] = await find_or_create_task(
-                c, contact_id, marker(op.id, "follow-up"), task["title"], task["body"], due
+                require(c, Tasks), contact_id, marker(op.id, "follow-up"), task["title"], task["body"], due
             )
             await ctx.checkpoint(done)
         return done

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from crm_mcp.connectors.registry import get_provider
 from crm_mcp.errors import IdempotencyError
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.models import AppointmentRecord, AppointmentResult, ContactInfo
@@ -35,7 +36,8 @@ PHONE_PATTERN = r"^\+?[0-9 ()./-]{7,20}$"
 ConnectionArg = Annotated[
     str | None,
     Field(
-        description="Connection name; defaults to the only GoHighLevel connection.", examples=["gohighlevel"]
+        description="Connection name; defaults to the only connection that can do this.",
+        examples=["gohighlevel"],
     ),
 ]
 IdempotencyArg = Annotated[
@@ -168,12 +170,12 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         if not email and not phone:
             raise ToolError("Give the contact's email or phone (or both): the CRM matches contacts by them.")
         tz = _zone(timezone)
-        conn = rt.connection(connection)
+        conn = rt.connection(connection, "appointments")
         cal = calendar_id or conn.options.get("calendar_id")
-        if not cal:
+        if not cal and "calendars" in get_provider(conn.provider).capabilities:
             raise ToolError(
                 f"No calendar_id given and connection {conn.name!r} has no default calendar "
-                "(set CRM_MCP_GHL_CALENDAR_ID). Call find_free_slots or list calendars to choose one."
+                "(its calendar_id option). Call find_free_slots to choose one."
             )
         start = _aware(start_time, tz)
         end = start + timedelta(minutes=duration_minutes)
@@ -355,10 +357,10 @@ def _same_status_request(prior: Any, appointment_id: str, digest: str) -> bool:
 
 
 _TRANSITIONS: dict[str, tuple[set[str], str | None]] = {
-    "confirm": ({"new", "confirmed"}, "confirmed"),
-    "cancel": ({"new", "confirmed"}, "cancelled"),
-    "complete": ({"new", "confirmed", "showed"}, "completed"),
-    "update": ({"new", "confirmed"}, None),
+    "confirm": ({"scheduled", "confirmed"}, "confirmed"),
+    "cancel": ({"scheduled", "confirmed"}, "cancelled"),
+    "complete": ({"scheduled", "confirmed"}, "completed"),
+    "update": ({"scheduled", "confirmed"}, None),
 }
 
 

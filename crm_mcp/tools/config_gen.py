@@ -171,6 +171,7 @@ def render(
 
 async def verify_live(token: str, location_id: str, calendar_id: str | None, base_url: str) -> list[Check]:
     """Ping, calendars and custom fields with a throwaway connector; each failure says what to fix."""
+    from crm_mcp.connectors.base import Calendars, CustomFields, require
     from crm_mcp.connectors.registry import build_connector
     from crm_mcp.errors import AuthError, CRMError, NotFoundError, register_secret
 
@@ -208,7 +209,7 @@ async def verify_live(token: str, location_id: str, calendar_id: str | None, bas
         except CRMError as exc:
             return [failed("credentials", exc)]
         try:
-            calendars = await connector.list_calendars()
+            calendars = await require(connector, Calendars).list_calendars()
             ids = {c.id for c in calendars}
             if calendar_id and calendar_id not in ids:
                 names = ", ".join(f"{c.id} ({c.name})" for c in calendars[:10]) or "none"
@@ -226,7 +227,7 @@ async def verify_live(token: str, location_id: str, calendar_id: str | None, bas
         except CRMError as exc:
             checks.append(failed("calendar", exc))
         try:
-            keys = {f.key for f in await connector.list_custom_fields()}
+            keys = {f.key for f in await require(connector, CustomFields).list_custom_fields()}
             wanted = {"contact.appointment_status", "contact.next_appointment_date", "contact.lead_score"}
             missing = sorted(wanted - keys)
             detail = f"{len(keys)} custom field(s)" + (

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from crm_mcp.connectors.base import Appointments, Calendars, Contacts, CustomFields, Notes, Tasks
 from crm_mcp.errors import CircuitOpenError, RetryableError
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.appointments import (
@@ -103,7 +104,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         connection: ConnectionArg = None,
     ) -> ContactList:
         """Find contacts by free text, exact email or phone, or tag. Compact rows, paged by next_cursor."""
-        connector = rt.connector(connection)
+        connector = rt.connector(connection, Contacts)
         page_cursor, skip = decode_cursor(cursor)
         digits = "".join(ch for ch in phone or "" if ch.isdigit())
         filtered = bool(email or phone or tag)
@@ -161,9 +162,13 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         connection: ConnectionArg = None,
     ) -> ContactDetail:
         """One contact: details, custom fields with labels, and its newest notes, tasks and appointments."""
-        connector = rt.connector(connection)
+        connector = rt.connector(connection, Contacts)
         contact = await connector.get_contact(contact_id)
-        labels = {f.id: f.key for f in await connector.list_custom_fields() if f.id}
+        labels = (
+            {f.id: f.key for f in await connector.list_custom_fields() if f.id}
+            if isinstance(connector, CustomFields)
+            else {}
+        )
         detail = ContactDetail(
             contact=contact_summary(contact),
             company_name=contact.company_name,
@@ -171,13 +176,13 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             timezone=contact.timezone,
             custom_fields=custom_values(contact.custom_fields, labels),
         )
-        if "notes" in include:
+        if "notes" in include and isinstance(connector, Notes):
             notes = await connector.list_notes(contact_id)
             detail.notes, detail.notes_total = [note_item(n) for n in notes[:limit_each]], len(notes)
-        if "tasks" in include:
+        if "tasks" in include and isinstance(connector, Tasks):
             tasks = await connector.list_tasks(contact_id)
             detail.tasks, detail.tasks_total = [task_item(t) for t in tasks[:limit_each]], len(tasks)
-        if "appointments" in include:
+        if "appointments" in include and isinstance(connector, Appointments):
             appts = sorted(
                 await connector.list_contact_appointments(contact_id),
                 key=lambda a: a.start_time,
@@ -232,7 +237,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         """Create the contact or update the one with the same email/phone; delivered by the sync worker."""
         if not email and not phone:
             raise ToolError("Give email or phone (or both): the CRM matches existing contacts by them.")
-        conn = rt.connection(connection)
+        conn = rt.connection(connection, "contacts")
         resolved = await _resolve_fields(rt, conn.name, custom_fields) if custom_fields else {}
         contact = {
             "first_name": first_name,
@@ -305,10 +310,11 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         """Queue a note on a contact. The worker adds it once, even if delivery is retried."""
         if not body.strip():
             raise ToolError("body is blank; write the note text.")
-        connector = rt.connector(connection)
+        connector = rt.connector(connection, Notes)
         # a wrong id fails now, not later in the dead-letter queue; a CRM that is down only delays it
-        with contextlib.suppress(RetryableError, CircuitOpenError):
-            await connector.get_contact(contact_id)
+        if isinstance(connector, Contacts):
+            with contextlib.suppress(RetryableError, CircuitOpenError):
+                await connector.get_contact(contact_id)
         from crm_mcp.state.outbox import enqueue
 
         key = idempotency_key or derive_key(
@@ -370,11 +376,11 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             raise ToolError("end_date is before start_date; give start_date <= end_date.")
         if days > 31:
             raise ToolError(
-                f"The range is {days} days; GoHighLevel allows at most 31. Split it into smaller ranges."
+                f"The range is {days} days; at most 31 are allowed. Split it into smaller ranges."
             )
         tz = _zone(timezone)
-        conn = rt.connection(connection)
-        connector = rt.connector(conn.name)
+        conn = rt.connection(connection, "calendars")
+        connector = rt.connector(conn.name, Calendars)
         cal = calendar_id or conn.options.get("calendar_id")
         if not cal:
             calendars = await connector.list_calendars()
@@ -407,7 +413,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
 
 async def _resolve_fields(rt: Runtime, connection: str, values: dict[str, Any]) -> dict[str, Any]:
     """Map keys (`contact.budget`, `budget`) or ids to field ids; unknown names are a tool error now."""
-    fields = await rt.connector(connection).list_custom_fields()
+    fields = await rt.connector(connection, CustomFields).list_custom_fields()
     by_name: dict[str, str] = {}
     for f in fields:
         if f.id:

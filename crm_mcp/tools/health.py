@@ -190,7 +190,7 @@ async def check_one(rt: Runtime, name: str, provider: str) -> tuple[ConnectionHe
 
     h = ConnectionHealth(connection=name, provider=provider, verdict="healthy", credentials_valid=None)
     try:
-        connector = rt.connector(name, provider=None)
+        connector = rt.connector(name)
         started = time.perf_counter()
         await connector.ping()
         h.latency_ms = round((time.perf_counter() - started) * 1000, 1)
@@ -229,7 +229,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         measured now, with a healthy/degraded/unhealthy verdict, reasons and what to do."""
         from crm_mcp.errors import redact
 
-        targets = [rt.connection(connection, provider=None)] if connection else rt.connections()
+        targets = [rt.connection(connection)] if connection else rt.connections()
         results, live = [], 0
         for conn in targets:
             h, live = await check_one(rt, conn.name, conn.provider)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from crm_mcp.connectors.base import Appointments, Contacts, CustomFields, Notes
 from crm_mcp.scoring import Factor, LeadFacts, ScoringRules, load_rules, score_lead
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.appointments import ConnectionArg, IdempotencyArg, derive_key
@@ -23,7 +24,6 @@ from crm_mcp.tools.crm_queries import EMAIL_PATTERN, ID_PATTERN, PHONE_PATTERN
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
-    from crm_mcp.connectors.base import Connector
     from crm_mcp.runtime import Runtime
 
 _NS = uuid.UUID("0c5e3f4e-2b9e-4f7a-8d2e-6f1a9b7c3d21")  # same as upsert_contact: one lead per email
@@ -76,15 +76,19 @@ def _timeline_from_date(value: Any, as_of: datetime) -> str | None:
 
 
 async def crm_facts(
-    connector: Connector, contact_id: str, as_of: datetime
+    connector: Contacts, contact_id: str, as_of: datetime
 ) -> tuple[dict[str, Any], str | None]:
-    """Facts about a CRM contact: details, budget/timeline custom fields, notes and appointments."""
+    """Facts about a CRM contact: details, budget/timeline custom fields, notes and appointments
+    (each as far as the CRM has that capability)."""
     contact = await connector.get_contact(contact_id)
-    keys = {f.id: f.key for f in await connector.list_custom_fields() if f.id}
+    fields = await connector.list_custom_fields() if isinstance(connector, CustomFields) else []
+    keys = {f.id: f.key for f in fields if f.id}
     custom = {keys.get(k, k).split(".", 1)[-1]: v for k, v in contact.custom_fields.items()}
-    notes = await connector.list_notes(contact_id)
-    appts = await connector.list_contact_appointments(contact_id)
-    upcoming = [a for a in appts if a.status in ("new", "confirmed") and a.start_time > as_of]
+    notes = await connector.list_notes(contact_id) if isinstance(connector, Notes) else []
+    appts = (
+        await connector.list_contact_appointments(contact_id) if isinstance(connector, Appointments) else []
+    )
+    upcoming = [a for a in appts if a.status in ("scheduled", "confirmed") and a.start_time > as_of]
     activity = [d for d in [contact.date_added, *(n.date_added for n in notes)] if d is not None]
     timeline = custom.get("timeline") or next(
         (
@@ -107,9 +111,11 @@ async def crm_facts(
         "source": contact.source,
         "notes": len(notes),
         "upcoming_appointments": len(upcoming),
-        "attended_appointments": sum(a.status == "showed" for a in appts),
-        "cancelled_appointments": sum(a.status in ("cancelled", "noshow", "invalid") for a in appts),
-        "other_appointments": sum(a.status in ("new", "confirmed") and a.start_time <= as_of for a in appts),
+        "attended_appointments": sum(a.status == "completed" for a in appts),
+        "cancelled_appointments": sum(a.status in ("cancelled", "no_show") for a in appts),
+        "other_appointments": sum(
+            a.status in ("scheduled", "confirmed") and a.start_time <= as_of for a in appts
+        ),
         "last_activity": max(activity) if activity else None,
         "tags": tuple(contact.tags),
     }
@@ -189,9 +195,9 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             raise ToolError("Give contact_id, or the lead's details (first_name, email, phone, budget, ...).")
         facts: dict[str, Any] = {"notes": 0, "last_activity": None}
         name = None
-        conn = rt.connection(connection)
+        conn = rt.connection(connection, "contacts")
         if contact_id:
-            facts, name = await crm_facts(rt.connector(conn.name), contact_id, as_of)
+            facts, name = await crm_facts(rt.connector(conn.name, Contacts), contact_id, as_of)
         facts.update({k: v for k, v in inline.items() if v})
         facts["notes"] += 1 if notes and notes.strip() else 0
         facts["replies"] = replies

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-LocalAppointmentStatus = Literal["new", "confirmed", "cancelled", "completed", "showed", "noshow"]
+LocalAppointmentStatus = Literal["scheduled", "confirmed", "cancelled", "completed", "no_show"]
 
 
 class ContactInfo(BaseModel):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from crm_mcp.connectors.base import CustomFields
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.appointments import ConnectionArg
 
@@ -23,19 +24,6 @@ if TYPE_CHECKING:
 
 MAX_FIELDS, MAX_OPTIONS, MIN_CONFIDENCE = 200, 20, 0.5
 
-# GHL calendar event properties (AppointmentCreateSchema / CalendarEventDTO) as neutral fields.
-APPOINTMENT_FIELDS: tuple[tuple[str, str, str, bool], ...] = (
-    ("calendarId", "Calendar", "TEXT", True),
-    ("contactId", "Contact", "TEXT", True),
-    ("startTime", "Start Time", "DATETIME", True),
-    ("endTime", "End Time", "DATETIME", False),
-    ("title", "Title", "TEXT", False),
-    ("appointmentStatus", "Status", "SINGLE_OPTIONS", False),
-    ("address", "Meeting Address", "TEXT", False),
-    ("description", "Notes", "LARGE_TEXT", False),
-    ("assignedUserId", "Assigned User", "TEXT", False),
-)
-APPOINTMENT_STATUSES = ["new", "confirmed", "cancelled", "showed", "noshow", "invalid"]
 # words that mean the same field across CRMs and our local model
 SYNONYMS = {
     "mobile": "phone",
@@ -228,22 +216,11 @@ def local_fields(obj: str) -> list[SchemaField]:
 
 
 async def crm_fields(rt: Runtime, connection: str | None, obj: str) -> tuple[str, list[SchemaField]]:
-    connector = rt.connector(connection, provider=None) if connection else rt.connector(None)
+    connector = rt.connector(connection, CustomFields)
     if obj == "appointment":
-        fields = [
-            SchemaField(
-                key=k,
-                label=label,
-                type=t,
-                required=req,
-                custom=False,
-                options=APPOINTMENT_STATUSES if k == "appointmentStatus" else [],
-            )
-            for k, label, t, req in APPOINTMENT_FIELDS
-        ]
-        return connector.connection, fields
-    standard = getattr(connector, "contact_fields", None)
-    neutral = [*(standard() if callable(standard) else []), *await connector.list_custom_fields()]
+        neutral = connector.appointment_fields()
+    else:
+        neutral = [*connector.contact_fields(), *await connector.list_custom_fields()]
     return connector.connection, [
         SchemaField(
             key=f.key,
@@ -296,7 +273,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             if compare_to == "local":
                 target = local_fields(object)
             else:
-                rt.connection(compare_to, provider=None)  # a clear error for an unknown name
+                rt.connection(compare_to)  # a clear error for an unknown name
                 _, target = await crm_fields(rt, compare_to, object)
             report.mappings, report.unmapped = propose_mapping(fields[:MAX_FIELDS], target[:MAX_FIELDS])
         return report

@@ -136,7 +136,7 @@ def connector_states(rt: Runtime) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for conn in rt.connections():
         try:
-            connector = rt.connector(conn.name, provider=None)
+            connector = rt.connector(conn.name)
         except CRMError as exc:
             out[conn.name] = {"provider": conn.provider, "error": str(exc)}
             continue
@@ -212,7 +212,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         if not (operation_id or connection or all):
             raise ToolError("Say what to retry: operation_id, connection, or all=true.")
         if connection:
-            rt.connection(connection, provider=None)
+            rt.connection(connection)
         db = await rt.database()
         ops = await retry_dead(
             db,

@@ -82,12 +82,12 @@ def _same(a: Any, b: Any) -> bool:
     return (a or None) == (b or None)
 
 
-def diff_appointment(local: Any, remote: Any, crm_status: dict[str, str]) -> dict[str, tuple[Any, Any]]:
+def diff_appointment(local: Any, remote: Any) -> dict[str, tuple[Any, Any]]:
     """Pure: field -> (local, remote) for every field that differs."""
     pairs = {
         "start_time": (local.start_time, remote.start_time),
         "end_time": (local.end_time, remote.end_time or local.end_time),
-        "status": (crm_status.get(local.status, local.status), remote.status),
+        "status": (local.status, remote.status),
         "title": (local.title, remote.title),
         "calendar_id": (local.calendar_id, remote.calendar_id),
     }
@@ -164,7 +164,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             )
         from crm_mcp.tools.validate_run import run_validation
 
-        conn = rt.connection(connection)
+        conn = rt.connection(connection, "contacts")
         report = await run_validation(
             rt, ctx, conn.name, object, since, sample, idempotency_key if repair else None
         )

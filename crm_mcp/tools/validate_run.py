@@ -13,10 +13,10 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from crm_mcp.connectors.base import APPOINTMENT_STATUSES
 from crm_mcp.errors import NotFoundError
 from crm_mcp.state.models import Appointment, ExternalRef, Lead, SyncOperation
 from crm_mcp.state.outbox import enqueue
-from crm_mcp.sync.actions import CRM_STATUS
 from crm_mcp.tools.appointments import appointment_payload
 from crm_mcp.tools.validate import (
     LIST_CAP,
@@ -36,7 +36,7 @@ Fix = tuple[str, str, str, dict[str, Any], list[int]]  # issue, local id, action
 async def run_validation(
     rt: Any, ctx: Any, connection: str, obj: str, since: datetime | None, sample: int, repair_key: str | None
 ) -> ValidationReport:
-    connector = rt.connector(connection, provider=None)
+    connector = rt.connector(connection)
     model = Appointment if obj == "appointment" else Lead
     local_type = "appointment" if obj == "appointment" else "lead"
     db = await rt.database()
@@ -126,9 +126,7 @@ async def run_validation(
             continue
         if obj == "appointment" and "contact" in refs[row.id]:
             contacts[refs[row.id]["contact"].remote_id] = row.id
-        diff = (
-            diff_appointment(row, remote, CRM_STATUS) if obj == "appointment" else diff_contact(row, remote)
-        )
+        diff = diff_appointment(row, remote) if obj == "appointment" else diff_contact(row, remote)
         if not diff:
             report.in_sync += 1
             continue
@@ -209,7 +207,7 @@ def _update_fix(row: Any, obj: str, diff: dict[str, Any]) -> tuple[str, dict[str
     if obj == "contact":
         return _create_fix(row, obj)  # upsert by email/phone rewrites the contact from the local lead
     changes: dict[str, Any] = {}
-    if "status" in diff and row.status in CRM_STATUS:
+    if "status" in diff and row.status in APPOINTMENT_STATUSES:
         changes["status"] = row.status
     for field in ("start_time", "end_time"):
         if field in diff and getattr(row, field) is not None:

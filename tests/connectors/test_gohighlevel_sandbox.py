@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from crm_mcp.connectors.base import Appointment, Connector, Contact, Note, Task
-from crm_mcp.connectors.registry import build_connector
+from crm_mcp.connectors.base import Appointment, Connector, Contact, Note, Task, capabilities_of
+from crm_mcp.connectors.registry import build_connector, get_provider
 from crm_mcp.errors import ConfigurationError, InvalidRequestError, NotFoundError
 from crm_mcp.providers.gohighlevel.connector import GoHighLevelConnector
 from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
@@ -85,7 +85,8 @@ async def test_ping_and_contact_roundtrip(conn: Any, sandbox: GHLSandbox) -> Non
     got = await conn.get_contact(made.id)
     assert (got.first_name, got.last_name, got.company_name) == ("Ada", "King", "Engines")
     assert got.date_added is not None
-    updated = await conn.update_contact_custom_fields(made.id, {"lead_score": 77})
+    await conn.set_contact_fields(made.id, {"lead_score": 77, "no_such_field": 1})  # logical name
+    updated = await conn.get_contact(made.id)
     assert updated.custom_fields["SbxCf000000000000003"] == 77
     assert len(sandbox.snapshot()["contacts"]) == 1
 
@@ -209,12 +210,13 @@ async def test_registry_builds_a_working_connector(
     try:
         await conn.ping()
         assert conn.provider == "gohighlevel" and conn.connection == "gohighlevel"
-        assert "appointments.write" in conn.capabilities
+        # what the provider declares is exactly what its connector implements
+        assert capabilities_of(conn) == get_provider("gohighlevel").capabilities
         assert isinstance(conn, Connector)
     finally:
         await conn.aclose()
-    with pytest.raises(ConfigurationError, match="hubspot"):
-        build_connector("hubspot", "x", {})
+    with pytest.raises(ConfigurationError, match="unknown CRM provider 'salesforce'"):
+        build_connector("salesforce", "x", {})
     with pytest.raises(ConfigurationError, match="location_id"):
         build_connector("gohighlevel", "x", {"token": "abc"})
     with pytest.raises(ConfigurationError, match="https"):

@@ -35,7 +35,7 @@ async def test_upgrade_creates_every_table_and_is_repeatable(tmp_path: Path) -> 
         await db.upgrade()
         assert (tmp_path / "nested" / "state" / "crm-mcp.db").exists()
         await db.upgrade()  # at head: nothing to do, no error
-        assert await db.current_revision() == "0001"
+        assert await db.current_revision() == "0002"
         async with db.engine.connect() as conn:
             names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         assert names == TABLES
@@ -110,7 +110,36 @@ async def test_concurrent_first_starts_migrate_once(tmp_path: Path) -> None:
     dbs = [Database(f"sqlite+aiosqlite:///{tmp_path}/race.db") for _ in range(3)]
     try:
         await asyncio.gather(*(d.upgrade() for d in dbs))
-        assert await dbs[0].current_revision() == "0001"
+        assert await dbs[0].current_revision() == "0002"
     finally:
         for d in dbs:
             await d.dispose()
+
+
+async def test_0002_moves_appointment_statuses_to_the_neutral_vocabulary(tmp_path: Path) -> None:
+    """Rows written under 0001 with GoHighLevel's words read back in the neutral vocabulary."""
+    from alembic import command
+
+    from crm_mcp.state.db import alembic_config
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0001"))
+            for i, status in enumerate(("new", "showed", "noshow", "confirmed")):
+                await conn.execute(
+                    text(
+                        "INSERT INTO appointments (id, connection, start_time, timezone, status, source,"
+                        " version, created_at, updated_at) VALUES (:id, 'c', :t, 'UTC', :s, 'mcp', 1, :t, :t)"
+                    ),
+                    {"id": f"a{i}", "s": status, "t": "2026-01-01 00:00:00"},
+                )
+        await db.upgrade()
+        async with db.engine.connect() as conn:
+            rows = dict((await conn.execute(text("SELECT id, status FROM appointments"))).all())
+        assert rows == {"a0": "scheduled", "a1": "completed", "a2": "no_show", "a3": "confirmed"}
+        async with db.engine.connect() as conn:
+            with pytest.raises(Exception, match="CHECK"):
+                await conn.execute(text("UPDATE appointments SET status = 'showed' WHERE id = 'a0'"))
+    finally:
+        await db.dispose()

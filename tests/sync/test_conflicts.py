@@ -63,14 +63,14 @@ def test_lead_status_priority(local: str, remote: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("local", "remote", "expected"),
     [
-        ("new", "confirmed", "confirmed"),
+        ("scheduled", "confirmed", "confirmed"),
         ("confirmed", "completed", "completed"),
         ("confirmed", "cancelled", "cancelled"),  # a cancellation beats a booking still open
-        ("new", "cancelled", "cancelled"),
+        ("scheduled", "cancelled", "cancelled"),
         ("cancelled", "confirmed", "cancelled"),
         ("completed", "cancelled", "completed"),  # it already happened: a late cancel loses
-        ("cancelled", "showed", "showed"),
-        ("noshow", "confirmed", "noshow"),
+        ("cancelled", "completed", "completed"),
+        ("no_show", "confirmed", "no_show"),
     ],
 )
 def test_appointment_status_priority_with_cancelled(local: str, remote: str, expected: str) -> None:
@@ -81,7 +81,7 @@ def test_appointment_status_priority_with_cancelled(local: str, remote: str, exp
 def test_status_priority_falls_back_to_newest_off_ladder_and_on_ties() -> None:
     r = resolve("lead.status", "synced", EARLIER, "qualified", LATER, "status_priority")
     assert r.value == "qualified" and "not on the lead.status ladder" in r.reason
-    r = resolve("appointment.status", "completed", LATER, "showed", EARLIER, "status_priority")
+    r = resolve("appointment.status", "completed", LATER, "no_show", EARLIER, "status_priority")
     assert r.value == "completed" and "rank equally" in r.reason
 
 
@@ -95,7 +95,7 @@ def test_default_policies_and_unknown_policy() -> None:
 
 # -- properties -------------------------------------------------------------------------------
 
-APPT = ["new", "confirmed", "cancelled", *sorted(APPOINTMENT_OUTCOMES)]
+APPT = ["scheduled", "confirmed", "cancelled", *sorted(APPOINTMENT_OUTCOMES)]
 times = st.one_of(st.none(), st.datetimes(timezones=st.just(UTC)))
 values = st.one_of(st.sampled_from([*LEAD_STATUS_ORDER, *APPT, "lost"]), st.text(max_size=5), st.none())
 

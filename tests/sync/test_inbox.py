@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from crm_mcp.connectors.webhooks import IncomingEvent as Incoming
 from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner, ghl_event_body
 from crm_mcp.sandbox.webhook_signer import (
     hubspot_v3_headers,
@@ -22,7 +23,7 @@ from crm_mcp.sandbox.webhook_signer import (
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import Appointment, ExternalRef, InboxEvent, Lead
-from crm_mcp.sync.inbox import Incoming, process_pending, process_pending_report, receive, store
+from crm_mcp.sync.inbox import process_pending, process_pending_report, receive, store
 
 pytestmark = pytest.mark.anyio
 
@@ -465,7 +466,7 @@ async def test_manual_review_parks_both_values_on_the_event(db: Database) -> Non
     await put(db, base, "a1")
     await process_pending(db, now=NOW)
     [appt] = await appointments(db)
-    await enqueue_local_status(db, appt.id, "new", NOW)
+    await enqueue_local_status(db, appt.id, "scheduled", NOW)
     cancelled = {
         **base,
         "appointment": {
@@ -478,11 +479,11 @@ async def test_manual_review_parks_both_values_on_the_event(db: Database) -> Non
     report = await process_pending_report(db, now=NOW, policies={"appointment.status": "manual_review"})
     assert report.conflicts[0].resolution.needs_review
     [appt] = await appointments(db)
-    assert appt.status == "new"
+    assert appt.status == "scheduled"
     async with db.sessions() as s:
         ev = (await s.execute(select(InboxEvent).where(InboxEvent.event_id == "a2"))).scalar_one()
     assert ev.processed_at == NOW and ev.error is not None
-    assert "needs_review" in ev.error and "'new'" in ev.error and "'cancelled'" in ev.error
+    assert "needs_review" in ev.error and "'scheduled'" in ev.error and "'cancelled'" in ev.error
 
 
 async def test_unappliable_event_is_marked_with_redacted_error(db: Database) -> None:

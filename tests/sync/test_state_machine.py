@@ -41,13 +41,14 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from sqlalchemy import func, select
 
 from crm_mcp.connectors.base import Appointment as CRMAppointment
-from crm_mcp.connectors.base import Contact, FieldSchema, Note, Task
+from crm_mcp.connectors.base import Contact, Note, Task
+from crm_mcp.connectors.webhooks import IncomingEvent as Incoming
 from crm_mcp.errors import CircuitOpenError
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import Appointment, InboxEvent, Lead, SyncOperation
 from crm_mcp.sync.actions import build_handlers
-from crm_mcp.sync.inbox import Incoming, process_pending, store
+from crm_mcp.sync.inbox import process_pending, store
 from crm_mcp.sync.worker import OutboxWorker
 from crm_mcp.tools.appointments import appointment_payload
 
@@ -96,7 +97,6 @@ class FakeCRM:
 
     provider = "fake"
     connection = CONN
-    capabilities = frozenset({"contacts", "appointments", "notes", "tasks"})
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -126,10 +126,30 @@ class FakeCRM:
         self._ids += 1
         return f"{prefix}-{self._ids}"
 
-    # -- what the appointment handler uses
-    async def list_custom_fields(self) -> list[FieldSchema]:
+    # -- what the appointment handler uses (capabilities: contacts, appointments, notes, tasks)
+    async def ping(self) -> None:
         self._call()
-        return []
+
+    async def aclose(self) -> None:
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    async def get_contact(self, contact_id: str) -> Contact:
+        raise NotImplementedError
+
+    async def search_contacts(self, query: str | None, limit: int, cursor: str | None) -> Any:
+        raise NotImplementedError
+
+    async def set_contact_fields(self, contact_id: str, values: Any) -> None:
+        self._call()
+
+    async def update_appointment(self, appointment_id: str, changes: dict[str, Any]) -> CRMAppointment:
+        raise NotImplementedError
+
+    async def get_appointment(self, appointment_id: str) -> CRMAppointment:
+        raise NotImplementedError
 
     async def upsert_contact(self, contact: Contact) -> tuple[Contact, bool]:
         self._call()
@@ -172,10 +192,6 @@ class FakeCRM:
         self.tasks.append(saved)
         self._wrote()
         return saved
-
-    # -- the rest of the protocol is not used by appointment.create
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(f"FakeCRM does not implement {name}")
 
 
 @dataclass

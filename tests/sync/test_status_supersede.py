@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from crm_mcp.connectors.webhooks import IncomingEvent as Incoming
+from crm_mcp.providers.gohighlevel.sandbox import SANDBOX_LOCATION_ID
+from crm_mcp.providers.gohighlevel.spec import STATUS_FROM_WIRE
 from crm_mcp.state.models import Appointment, SyncOperation
-from crm_mcp.sync.inbox import Incoming, process_pending_report, store
+from crm_mcp.sync.inbox import process_pending_report, store
 from tests.harness import harness
 
 pytestmark = pytest.mark.anyio
@@ -28,13 +31,14 @@ BOOKING = {
 
 
 async def _crm_says(h: Any, event_id: str, status: str, webhook_id: str) -> Any:
-    """Someone changes the appointment in the CRM, and its webhook reaches our inbox."""
+    """Someone changes the appointment in the CRM (`status` in GoHighLevel's words), and its
+    webhook reaches our inbox."""
     connector = h.runtime.connector("gohighlevel")
-    await connector.update_appointment(event_id, {"status": status})
+    await connector.update_appointment(event_id, {"status": STATUS_FROM_WIRE[status]})
     h.clock.advance(60)
     payload = {
         "type": "AppointmentUpdate",
-        "locationId": "x",
+        "locationId": SANDBOX_LOCATION_ID,
         "appointment": {"id": event_id, "appointmentStatus": status, "dateUpdated": h.clock().isoformat()},
     }
     db = await h.runtime.database()

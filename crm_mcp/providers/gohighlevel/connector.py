@@ -16,7 +16,7 @@ Retry policy lives in ResilientClient: POSTs are marked idempotent only where GH
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -30,14 +30,16 @@ from crm_mcp.connectors.base import (
     ContactPage,
     FieldSchema,
     Note,
-    ProviderSpec,
     Task,
 )
+from crm_mcp.connectors.fields import FieldResolver
 from crm_mcp.connectors.http import ResilientClient, check_base_url
 from crm_mcp.connectors.oauth import OAuth2RefreshAuth, TokenStore
 from crm_mcp.errors import ConfigurationError, InvalidRequestError, UpstreamUnavailableError
 
+from .spec import CALENDARS_VERSION, GHL_SPEC, STATUS_TO_WIRE
 from .wire import (
+    APPOINTMENT_FIELDS,
     STANDARD_CONTACT_FIELDS,
     appointment_changes_to_wire,
     appointment_from_wire,
@@ -53,25 +55,8 @@ from .wire import (
     wire_time,
 )
 
-CONTACTS_VERSION = "2021-07-28"
-CALENDARS_VERSION = "2021-04-15"
 _CAL = {"Version": CALENDARS_VERSION}
 T = TypeVar("T")
-
-GHL_SPEC = ProviderSpec(
-    name="gohighlevel",
-    default_base_url="https://services.leadconnectorhq.com",
-    version_headers={"Version": CONTACTS_VERSION},
-    remaining_header="X-RateLimit-Remaining",
-    limit_header="X-RateLimit-Max",
-    interval_ms_header="X-RateLimit-Interval-Milliseconds",
-    daily_remaining_header="X-RateLimit-Daily-Remaining",
-    daily_limit_header="X-RateLimit-Limit-Daily",
-    request_id_body_field="traceId",
-    burst_limit=100,
-    burst_interval_s=10.0,
-    daily_limit=200_000,
-)
 
 MAX_SLOT_RANGE = timedelta(days=31)
 # OAuth (crm-apis.md §1.2): form-encoded, no Version header, refresh token rotates on every use.
@@ -124,16 +109,12 @@ def oauth_auth(
 
 
 class GoHighLevelConnector:
-    """One GHL sub-account (location) reached with one token."""
+    """One GHL sub-account (location) reached with one token.
+
+    Capabilities: contacts, tags, notes, tasks, appointments, calendars, custom fields (no batch).
+    """
 
     provider = "gohighlevel"
-    capabilities = frozenset(
-        {
-            "contacts.read", "contacts.write", "contacts.search", "contacts.upsert", "tags",
-            "notes", "tasks", "custom_fields", "calendars", "free_slots", "appointments.read",
-            "appointments.write",
-        }
-    )  # fmt: skip
 
     def __init__(
         self,
@@ -180,6 +161,7 @@ class GoHighLevelConnector:
                 auth = StaticTokenAuth(token or "")
             client = ResilientClient(GHL_SPEC, connection, base_url=url, auth=auth, **client_kwargs)
         self._client = client
+        self._fields = FieldResolver(GHL_SPEC.logical_fields, self.list_custom_fields)
 
     @property
     def client(self) -> ResilientClient:
@@ -193,6 +175,10 @@ class GoHighLevelConnector:
 
     # -- contacts ---------------------------------------------------------------------------
     async def upsert_contact(self, contact: Contact) -> tuple[Contact, bool]:
+        """Upsert by email/phone; custom fields (logical names or keys) and tags ride along."""
+        if contact.custom_fields:
+            resolved = await self._fields.resolve(contact.custom_fields)
+            contact = contact.model_copy(update={"custom_fields": resolved})
         body = {"locationId": self.location_id, **contact_to_wire(contact)}
         data = await self._call("POST", "/contacts/upsert", json=body, idempotent=True)
         return _mapped(contact_from_wire, _get(data, "contact")), bool(data.get("new"))
@@ -219,10 +205,12 @@ class GoHighLevelConnector:
         more = page * limit < total if isinstance(total, int) else len(rows) == limit
         return ContactPage(contacts=contacts, total=total, next_cursor=str(page + 1) if more else None)
 
-    async def update_contact_custom_fields(self, contact_id: str, values: dict[str, Any]) -> Contact:
-        body = {"customFields": custom_fields_to_wire(values)}
-        data = await self._call("PUT", f"/contacts/{contact_id}", json=body)
-        return _mapped(contact_from_wire, _get(data, "contact"))
+    async def set_contact_fields(self, contact_id: str, values: Mapping[str, Any]) -> None:
+        resolved = await self._fields.resolve(values)
+        if resolved:
+            body = {"customFields": custom_fields_to_wire(resolved)}
+            data = await self._call("PUT", f"/contacts/{contact_id}", json=body)
+            _get(data, "contact")
 
     async def add_tags(self, contact_id: str, tags: list[str]) -> list[str]:
         data = await self._call("POST", f"/contacts/{contact_id}/tags", json={"tags": tags}, idempotent=True)
@@ -268,6 +256,15 @@ class GoHighLevelConnector:
             FieldSchema(key=k, label=label, type=t, custom=False) for k, label, t in STANDARD_CONTACT_FIELDS
         ]
 
+    def appointment_fields(self) -> list[FieldSchema]:
+        """Calendar event properties; the status options are GoHighLevel's own words."""
+        statuses = [*STATUS_TO_WIRE.values(), "invalid"]
+        return [
+            FieldSchema(key=k, label=label, type=t, required=req, custom=False,
+                        options=statuses if k == "appointmentStatus" else [])
+            for k, label, t, req in APPOINTMENT_FIELDS
+        ]  # fmt: skip
+
     # -- calendars --------------------------------------------------------------------------
     async def list_calendars(self) -> list[Calendar]:
         params = {"locationId": self.location_id}
@@ -291,12 +288,17 @@ class GoHighLevelConnector:
 
     async def create_appointment(self, appointment: Appointment) -> Appointment:
         a = appointment
+        if not a.calendar_id:
+            raise InvalidRequestError(
+                "gohighlevel appointments need a calendar_id (the connection's calendar_id option)",
+                provider=self.provider,
+            )
         body: dict[str, Any] = {
             "calendarId": a.calendar_id,
             "locationId": self.location_id,
             "contactId": a.contact_id,
             "startTime": wire_time(a.start_time),
-            "appointmentStatus": a.status,
+            "appointmentStatus": STATUS_TO_WIRE[a.status],
         }
         if not self.respect_free_slots:
             body["ignoreFreeSlotValidation"] = True

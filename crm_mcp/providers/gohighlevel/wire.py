@@ -16,6 +16,8 @@ from typing import Any
 from crm_mcp.connectors.base import Appointment, Calendar, Contact, FieldSchema, Note, Task
 from crm_mcp.errors import InvalidRequestError
 
+from .spec import STATUS_FROM_WIRE, STATUS_TO_WIRE
+
 # neutral Contact attribute -> GHL property (all defined on UpsertContactDto and UpdateContactDto)
 _CONTACT_FIELDS = {
     "first_name": "firstName",
@@ -37,8 +39,6 @@ _APPOINTMENT_EDIT = {
     "address": "address",
     "notes": "description",
 }
-_STATUS_ALIASES = {"booked": "confirmed", "active": "confirmed", "completed": "showed"}
-_NEUTRAL_STATUSES = {"new", "confirmed", "cancelled", "showed", "noshow", "invalid"}
 _FIELD_ID = re.compile(r"[A-Za-z0-9]{20}")
 _DATE_KEY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -61,6 +61,19 @@ STANDARD_CONTACT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("tags", "Tags", "TAGS"),
     ("dnd", "Do Not Disturb", "CHECKBOX"),
     ("assignedTo", "Assigned User", "TEXT"),
+)
+
+# calendar event properties (AppointmentCreateSchema / CalendarEventDTO): key, label, type, required
+APPOINTMENT_FIELDS: tuple[tuple[str, str, str, bool], ...] = (
+    ("calendarId", "Calendar", "TEXT", True),
+    ("contactId", "Contact", "TEXT", True),
+    ("startTime", "Start Time", "DATETIME", True),
+    ("endTime", "End Time", "DATETIME", False),
+    ("title", "Title", "TEXT", False),
+    ("appointmentStatus", "Status", "SINGLE_OPTIONS", False),
+    ("address", "Meeting Address", "TEXT", False),
+    ("description", "Notes", "LARGE_TEXT", False),
+    ("assignedUserId", "Assigned User", "TEXT", False),
 )
 
 
@@ -122,20 +135,20 @@ def contact_from_wire(data: dict[str, Any]) -> Contact:
     )
 
 
-def _status(value: Any) -> str:
-    status = _STATUS_ALIASES.get(str(value), str(value))
-    return status if status in _NEUTRAL_STATUSES else "confirmed"
+def status_from_wire(value: Any) -> str:
+    """GoHighLevel's `appointmentStatus` in the neutral vocabulary (unknown words: confirmed)."""
+    return STATUS_FROM_WIRE.get(str(value).lower(), "confirmed")
 
 
 def appointment_from_wire(data: dict[str, Any], fallback: Appointment | None = None) -> Appointment:
     return Appointment(
         id=data.get("id"),
-        calendar_id=data.get("calendarId") or (fallback.calendar_id if fallback else ""),
+        calendar_id=data.get("calendarId") or (fallback.calendar_id if fallback else None),
         contact_id=data.get("contactId") or (fallback.contact_id if fallback else ""),
         start_time=data.get("startTime") or (fallback.start_time if fallback else None),
         end_time=data.get("endTime") or (fallback.end_time if fallback else None),
         title=data.get("title") or (fallback.title if fallback else None),
-        status=_status(data.get("appointmentStatus") or data.get("status") or "confirmed"),  # type: ignore[arg-type]
+        status=status_from_wire(data.get("appointmentStatus") or data.get("status") or "confirmed"),  # type: ignore[arg-type]
         address=data.get("address") or (fallback.address if fallback else None),
         notes=data.get("notes") or data.get("description") or (fallback.notes if fallback else None),
     )
@@ -153,6 +166,8 @@ def appointment_changes_to_wire(changes: dict[str, Any]) -> dict[str, Any]:
     for attr, value in changes.items():
         if value is None:
             continue
+        if attr == "status":
+            value = STATUS_TO_WIRE[value]
         body[_APPOINTMENT_EDIT[attr]] = wire_time(value) if isinstance(value, datetime) else value
     return body
 

@@ -10,21 +10,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from crm_mcp.connectors.webhooks import (
+    SignatureRejected,
+    check_fresh,
+    parse_timestamp,
+    verify_rsa_sha256,
+    verify_standard,
+)
 from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner
+from crm_mcp.providers.gohighlevel.webhooks import GHL_RSA_PUBLIC_KEY_PEM, verify_gohighlevel
+from crm_mcp.providers.hubspot.webhooks import verify_hubspot_v3
 from crm_mcp.sandbox.webhook_signer import (
     hubspot_v3_headers,
     new_standard_secret,
     standard_webhook_headers,
-)
-from crm_mcp.sync.signatures import (
-    GHL_RSA_PUBLIC_KEY_PEM,
-    SignatureRejected,
-    check_fresh,
-    parse_timestamp,
-    verify_gohighlevel,
-    verify_hubspot_v3,
-    verify_rsa_sha256,
-    verify_standard,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -1,19 +1,14 @@
-"""Webhook signature and freshness checks: pure functions, no I/O, clock passed in.
+"""Webhooks, the shared half: signature primitives, the adapter protocol, and neutral change events.
 
-A webhook is trusted only when proven: every scheme here is checked against the exact bytes that
+A webhook is trusted only when proven: every scheme is checked against the exact bytes that
 arrived (never a re-serialised body), digests are compared in constant time, and timestamps
 outside a ±5 minute window are refused so that a captured request cannot be replayed later.
 
-Schemes (see reference/crm-apis.md §1.12, §3.9, §7):
-
-- GoHighLevel legacy ``x-wh-signature``: base64 RSASSA-PKCS1-v1_5 / SHA-256 over the raw body,
-  verified with GoHighLevel's published RSA key (`GHL_RSA_PUBLIC_KEY_PEM`) unless configured.
-- GoHighLevel ``X-GHL-Signature``: base64 Ed25519 over the raw body (successor of the above).
-- HubSpot ``X-HubSpot-Signature-v3``: base64 HMAC-SHA256(client secret,
-  method + uri + body + timestamp) with ``X-HubSpot-Request-Timestamp`` in epoch milliseconds.
-- Standard Webhooks (n8n, Make, generic): ``webhook-id``/``webhook-timestamp``/``webhook-signature``,
-  HMAC-SHA256 over ``id.timestamp.body`` keyed with a ``whsec_`` secret; several ``v1,`` entries
-  and several secrets are accepted at once so secrets can be rotated without downtime.
+Each provider's `webhooks.py` has a `WebhookAdapter`: it verifies its scheme with these
+primitives, splits a body into events with stable ids, names the tenant (location, portal, org)
+each event is about, and turns an event into neutral `RemoteChange`s for the engine. Standard
+Webhooks (n8n, Make, generic senders: `webhook-id`/`webhook-timestamp`/`webhook-signature`, HMAC
+over `id.timestamp.body` with `whsec_` secrets, several at once for rotation) is here, shared.
 """
 
 from __future__ import annotations
@@ -22,10 +17,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from urllib.parse import unquote
+from typing import Any, Literal, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,26 +31,6 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from crm_mcp.errors import CRMError
 
 TOLERANCE = timedelta(minutes=5)
-
-# Verbatim from GoHighLevel's WebhookAuthentication.md (reference Appendix A): the production key.
-GHL_RSA_PUBLIC_KEY_PEM = """-----BEGIN PUBLIC KEY-----
-MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEAokvo/r9tVgcfZ5DysOSC
-Frm602qYV0MaAiNnX9O8KxMbiyRKWeL9JpCpVpt4XHIcBOK4u3cLSqJGOLaPuXw6
-dO0t6Q/ZVdAV5Phz+ZtzPL16iCGeK9po6D6JHBpbi989mmzMryUnQJezlYJ3DVfB
-csedpinheNnyYeFXolrJvcsjDtfAeRx5ByHQmTnSdFUzuAnC9/GepgLT9SM4nCpv
-uxmZMxrJt5Rw+VUaQ9B8JSvbMPpez4peKaJPZHBbU3OdeCVx5klVXXZQGNHOs8gF
-3kvoV5rTnXV0IknLBXlcKKAQLZcY/Q9rG6Ifi9c+5vqlvHPCUJFT5XUGG5RKgOKU
-J062fRtN+rLYZUV+BjafxQauvC8wSWeYja63VSUruvmNj8xkx2zE/Juc+yjLjTXp
-IocmaiFeAO6fUtNjDeFVkhf5LNb59vECyrHD2SQIrhgXpO4Q3dVNA5rw576PwTzN
-h/AMfHKIjE4xQA1SZuYJmNnmVZLIZBlQAF9Ntd03rfadZ+yDiOXCCs9FkHibELhC
-HULgCsnuDJHcrGNd5/Ddm5hxGQ0ASitgHeMZ0kcIOwKDOzOU53lDza6/Y09T7sYJ
-PQe7z0cvj7aE4B+Ax1ZoZGPzpJlZtGXCsu9aTEGEnKzmsFqwcSsnw3JB31IGKAyk
-T1hhTiaCeIY/OwwwNUY2yvcCAwEAAQ==
------END PUBLIC KEY-----
-"""
-
-# HubSpot decodes these escapes in the URI before hashing (request-validation docs).
-_HUBSPOT_DECODED = ("%3A", "%2F", "%3F", "%40", "%21", "%24", "%27", "%28", "%29", "%2A", "%2C", "%3B")
 
 
 class SignatureRejected(CRMError):
@@ -73,14 +48,14 @@ class Verified:
     timestamp: datetime | None = None
 
 
-def _b64decode(value: str) -> bytes | None:
+def b64decode(value: str) -> bytes | None:
     try:
         return base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError):
         return None
 
 
-def _epoch(seconds: float) -> datetime:
+def epoch(seconds: float) -> datetime:
     try:
         return datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
@@ -117,12 +92,12 @@ def parse_timestamp(value: object) -> datetime | None:
     return None
 
 
-# -- GoHighLevel ------------------------------------------------------------------------------
+# -- signature primitives ---------------------------------------------------------------------
 
 
 def verify_rsa_sha256(body: bytes, signature_b64: str, public_key_pem: str) -> bool:
     """RSASSA-PKCS1-v1_5 with SHA-256 over `body` (GoHighLevel ``x-wh-signature``)."""
-    signature = _b64decode(signature_b64)
+    signature = b64decode(signature_b64)
     if not signature:
         return False
     key = serialization.load_pem_public_key(public_key_pem.encode())
@@ -143,7 +118,7 @@ def load_ed25519_public_key(value: str) -> Ed25519PublicKey:
         if not isinstance(key, Ed25519PublicKey):
             raise SignatureRejected("configured webhook_ed25519_public_key is not an Ed25519 key")
         return key
-    raw = _b64decode(text)
+    raw = b64decode(text)
     if raw is None or len(raw) != 32:
         raise SignatureRejected("webhook_ed25519_public_key must be a PEM or base64 of 32 raw bytes")
     return Ed25519PublicKey.from_public_bytes(raw)
@@ -151,7 +126,7 @@ def load_ed25519_public_key(value: str) -> Ed25519PublicKey:
 
 def verify_ed25519(body: bytes, signature_b64: str, public_key: str) -> bool:
     """Ed25519 over `body` (GoHighLevel ``X-GHL-Signature``)."""
-    signature = _b64decode(signature_b64)
+    signature = b64decode(signature_b64)
     if not signature or len(signature) != 64:
         return False
     try:
@@ -161,83 +136,13 @@ def verify_ed25519(body: bytes, signature_b64: str, public_key: str) -> bool:
     return True
 
 
-def verify_gohighlevel(
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    rsa_public_key: str | None = None,
-    ed25519_public_key: str | None = None,
-) -> Verified:
-    """Accept the request if either GoHighLevel signature verifies.
-
-    Freshness is checked by the caller from the body's ``timestamp`` (GoHighLevel puts no time
-    in its headers), after the body has been proven authentic.
-    """
-    h = {k.lower(): v for k, v in headers.items()}
-    ed_sig, rsa_sig = h.get("x-ghl-signature"), h.get("x-wh-signature")
-    if not ed_sig and not rsa_sig:
-        raise SignatureRejected("missing signature: expected an X-GHL-Signature or x-wh-signature header")
-    if ed_sig and ed25519_public_key and verify_ed25519(body, ed_sig, ed25519_public_key):
-        return Verified(scheme="ghl-ed25519")
-    if rsa_sig and verify_rsa_sha256(body, rsa_sig, rsa_public_key or GHL_RSA_PUBLIC_KEY_PEM):
-        return Verified(scheme="ghl-rsa")
-    if ed_sig and not ed25519_public_key and not rsa_sig:
-        raise SignatureRejected(
-            "X-GHL-Signature received but no webhook_ed25519_public_key is configured for this connection"
-        )
-    raise SignatureRejected("invalid GoHighLevel webhook signature")
-
-
-# -- HubSpot ----------------------------------------------------------------------------------
-
-
-def hubspot_uri(url: str) -> str:
-    """The URI as HubSpot hashes it: a handful of percent-escapes decoded, the rest left alone."""
-    out = url
-    for escape in _HUBSPOT_DECODED:
-        out = out.replace(escape, unquote(escape)).replace(escape.lower(), unquote(escape))
-    return out
-
-
-def hubspot_v3_signature(client_secret: str, method: str, uri: str, body: bytes, timestamp_ms: str) -> str:
-    source = method.upper().encode() + hubspot_uri(uri).encode() + body + timestamp_ms.encode()
-    digest = hmac.new(client_secret.encode(), source, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
-
-
-def verify_hubspot_v3(
-    *,
-    method: str,
-    uri: str,
-    body: bytes,
-    headers: Mapping[str, str],
-    client_secret: str,
-    now: datetime,
-) -> Verified:
-    """HubSpot request validation v3, including its timestamp window."""
-    h = {k.lower(): v for k, v in headers.items()}
-    signature, ts_ms = h.get("x-hubspot-signature-v3"), h.get("x-hubspot-request-timestamp")
-    if not signature or not ts_ms:
-        raise SignatureRejected(
-            "missing signature: expected X-HubSpot-Signature-v3 and X-HubSpot-Request-Timestamp headers"
-        )
-    if not ts_ms.strip().isdigit():
-        raise SignatureRejected("X-HubSpot-Request-Timestamp must be epoch milliseconds")
-    expected = hubspot_v3_signature(client_secret, method, uri, body, ts_ms.strip())
-    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
-        raise SignatureRejected("invalid X-HubSpot-Signature-v3")
-    ts = _epoch(int(ts_ms) / 1000)
-    check_fresh(ts, now)
-    return Verified(scheme="hubspot-v3", timestamp=ts)
-
-
 # -- Standard Webhooks ------------------------------------------------------------------------
 
 
 def standard_secret_key(secret: str) -> bytes:
     """``whsec_<base64>`` -> HMAC key bytes (the prefix is optional, as in the reference library)."""
     text = secret.strip().removeprefix("whsec_")
-    key = _b64decode(text)
+    key = b64decode(text)
     if not key:
         raise SignatureRejected("a configured Standard Webhooks secret is not whsec_<base64>")
     return key
@@ -273,6 +178,128 @@ def verify_standard(
             matched |= hmac.compare_digest(candidate, want)
     if not matched:
         raise SignatureRejected("invalid webhook-signature")
-    when = _epoch(int(ts))
+    when = epoch(int(ts))
     check_fresh(when, now)
     return Verified(scheme="standard-webhooks", event_id=msg_id, timestamp=when)
+
+
+def configured_secrets(options: Mapping[str, Any]) -> list[str]:
+    """``webhook_secrets`` (list or whitespace/comma separated) plus ``webhook_secret``."""
+    out: list[str] = []
+    for key in ("webhook_secrets", "webhook_secret"):
+        value = options.get(key)
+        if isinstance(value, str):
+            out += [v for v in value.replace(",", " ").split() if v]
+        elif isinstance(value, list | tuple):
+            out += [str(v) for v in value if v]
+    return out
+
+
+# -- the adapter protocol and what it produces --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """One event of a verified delivery: a stable id (dedupe key), its type and its payload."""
+
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RemoteChange:
+    """A change a CRM reported, in the neutral vocabulary.
+
+    `kind` contact: `fields` may hold first_name, last_name, email, phone, source and `status`
+    (a neutral lead status). `kind` appointment: calendar_id, contact_id, start_time, end_time
+    (datetimes), title, notes and `status` (a neutral appointment status). `occurred_at` is the
+    CRM's own time for the change (None: use the arrival time); `deleted` says the record is gone.
+    """
+
+    kind: Literal["contact", "appointment"]
+    remote_id: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
+    deleted: bool = False
+    created: bool = False
+
+
+class WebhookAdapter(Protocol):
+    """A provider's webhooks: verify, split into events, bind to the tenant, turn into changes.
+
+    `tenant_label` names what a connection is bound to ("location", "portal"); `tenant_option`
+    is the connection option holding it ("" when the scheme's secret is the connection's own and
+    there is nothing to bind). `busy_status` is what to answer when storing failed (a sender that
+    retries only on 429 must get 429).
+    """
+
+    provider: str
+    tenant_option: str
+    tenant_label: str
+    busy_status: int
+
+    def verify(
+        self,
+        options: Mapping[str, Any],
+        *,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        now: datetime,
+    ) -> Verified:
+        """Raises SignatureRejected."""
+        ...
+
+    def events(self, data: Any, body: bytes, verified: Verified, now: datetime) -> list[IncomingEvent]:
+        """Raises ValueError (bad shape) or SignatureRejected (e.g. a stale body timestamp)."""
+        ...
+
+    def tenant(self, payload: Mapping[str, Any]) -> str | None: ...
+
+    def changes(
+        self, event: IncomingEvent, *, field_ids: Mapping[str, Collection[str]]
+    ) -> list[RemoteChange]:
+        """The neutral changes an event reports ([] for types the engine does not apply).
+
+        `field_ids` maps logical field names (e.g. lead_status) to the CRM field ids that hold them."""
+        ...
+
+
+class StandardWebhookAdapter:
+    """Standard Webhooks for workflow senders (n8n, Make, generic): the `webhook-id` header is the
+    event id; the connection's own secrets bind it, so there is no tenant to check; the body is
+    stored for automations, not applied to local records."""
+
+    tenant_option = ""
+    tenant_label = "account"
+    busy_status = 503
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def verify(
+        self,
+        options: Mapping[str, Any],
+        *,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        now: datetime,
+    ) -> Verified:
+        return verify_standard(body, headers, secrets=configured_secrets(options), now=now)
+
+    def events(self, data: Any, body: bytes, verified: Verified, now: datetime) -> list[IncomingEvent]:
+        assert verified.event_id is not None
+        payload = data if isinstance(data, dict) else {"data": data}
+        return [IncomingEvent(verified.event_id, str(payload.get("type") or "unknown"), payload)]
+
+    def tenant(self, payload: Mapping[str, Any]) -> str | None:
+        return None
+
+    def changes(
+        self, event: IncomingEvent, *, field_ids: Mapping[str, Collection[str]]
+    ) -> list[RemoteChange]:
+        return []

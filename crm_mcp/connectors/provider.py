@@ -1,0 +1,107 @@
+"""What a provider package declares: `Provider`, its settings base, its sandbox and setup hooks.
+
+A provider package (`crm_mcp/providers/<name>/`, or a third party's own distribution) exposes one
+`Provider` through the entry-point group `crm_mcp.providers`. Everything the engine, the tools,
+the CLI and the tests need to know about a provider comes from that declaration, so nothing
+outside the package names it. The heavy parts (connector, webhook adapter, simulator) are
+referenced as factories and imported on first use: listing providers costs one small module each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .base import Connector, ProviderSpec
+    from .webhooks import WebhookAdapter
+
+
+class ProviderSettings(BaseSettings):
+    """A provider's default connection from `CRM_MCP_<PREFIX>_*` env vars (and `.env`).
+
+    Subclasses set `model_config = provider_settings_config("GHL")`, declare their fields, and
+    implement `configured()` (whether any of them is set) and `options()` (the connection options,
+    the same keys a `[connections.<name>]` table in crm-mcp.toml takes). Secret fields are SecretStr.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore")
+    # TOML / option keys whose values are secrets (masked in generated config, registered for redaction)
+    secret_options: ClassVar[frozenset[str]] = frozenset()
+
+    def configured(self) -> bool:
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        """Every field as a plain connection option (secrets revealed: they go to the connector)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            out[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return out
+
+    def secrets(self) -> list[str]:
+        return [
+            v.get_secret_value()
+            for v in (getattr(self, n) for n in type(self).model_fields)
+            if isinstance(v, SecretStr)
+        ]
+
+
+def provider_settings_config(prefix: str) -> SettingsConfigDict:
+    """The settings config of a provider whose env vars are CRM_MCP_<prefix>_*."""
+    return SettingsConfigDict(
+        env_prefix=f"CRM_MCP_{prefix}_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+
+class SandboxHandle(Protocol):
+    """A running simulator: its URL, the connection options that reach it, and how to stop it."""
+
+    url: str
+
+    def connection_options(self) -> dict[str, Any]: ...
+    def credentials_text(self) -> list[str]: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SetupTemplate:
+    """What the connector config generator needs: token scopes per tool group, the webhook
+    events to subscribe to, the limits to expect, and the options a connection takes."""
+
+    scopes: Mapping[str, tuple[str, ...]]
+    webhook_events: tuple[str, ...]
+    limits: str
+    required_options: tuple[str, ...]
+    optional_options: tuple[str, ...] = ()
+    auth_note: str = ""
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A CRM (or workflow tool) crm-mcp can talk to. Quirks are data in `spec`; code is behind factories.
+
+    `connector(connection, options)` builds the connector (ConfigurationError when options are
+    incomplete); `webhooks()` returns the adapter that verifies, binds and parses its webhooks;
+    `sandbox(port)` starts its simulator. `capabilities` are the names in `connectors.base.CAPABILITIES`
+    its connector implements, known without building one (the runtime picks connections by them).
+    """
+
+    name: str
+    title: str
+    env_prefix: str
+    settings: type[ProviderSettings]
+    capabilities: frozenset[str] = frozenset()
+    aliases: tuple[str, ...] = ()
+    spec: Callable[[], ProviderSpec] | None = None
+    connector: Callable[[str, dict[str, Any]], Connector] | None = None
+    webhooks: Callable[[], WebhookAdapter] | None = None
+    sandbox: Callable[[int], SandboxHandle] | None = None
+    setup: SetupTemplate | None = None
+    default_base_url: str = ""
+    url_options: tuple[str, ...] = field(default=("base_url",))

@@ -19,17 +19,29 @@ if TYPE_CHECKING:
 EPILOG = """\
 examples:
   crm-mcp serve                         stdio, for Claude Desktop and other MCP clients
-  crm-mcp serve --sandbox               same, wired to the built-in GoHighLevel simulator
+  crm-mcp serve --sandbox               same, wired to the built-in CRM simulators
   crm-mcp serve --transport http --port 8000   streamable HTTP at http://127.0.0.1:8000/mcp
   crm-mcp demo                          the end-to-end tour (sandbox + SQLite), no credentials
   crm-mcp status                        sync status and health verdict
   crm-mcp dlq list | show ID | retry ID|--all [--dry-run]
 
 configuration: environment variables CRM_MCP_* (or a .env file), optional crm-mcp.toml.
-  CRM_MCP_GHL_TOKEN, CRM_MCP_GHL_LOCATION_ID, CRM_MCP_GHL_CALENDAR_ID  GoHighLevel connection
   CRM_MCP_DATABASE_URL   default: SQLite in ~/.local/state/crm-mcp/
+{providers}
 See README.md for the full table.
 """
+
+
+def _epilog() -> str:
+    """The help epilog, with each registered provider's env vars (a third party's included)."""
+    from crm_mcp.connectors.registry import providers
+
+    lines = [
+        f"  CRM_MCP_{p.env_prefix}_{{{','.join(f.upper() for f in p.settings.model_fields)}}}  "
+        f"{p.title} connection"
+        for p in providers()
+    ]
+    return EPILOG.format(providers="\n".join(lines))
 
 
 class _RedactingFilter(logging.Filter):
@@ -55,8 +67,8 @@ def setup_logging(level: str = "INFO") -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crm-mcp",
-        description="MCP server for CRM integrations (GoHighLevel first) with a durable local sync engine.",
-        epilog=EPILOG,
+        description="MCP server for CRM integrations with a durable local sync engine.",
+        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -89,10 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sb = sub.add_parser("sandbox", help="start the provider simulators on loopback and print their URLs")
     sb.add_argument(
-        "--port", type=int, default=0, help="port for the GoHighLevel simulator (default: any free)"
+        "--port",
+        type=int,
+        default=0,
+        help="port of the first simulator; the others take the next ports (default: any free)",
     )
-    sb.add_argument("--burst", type=int, default=100, help="requests per burst window (default 100)")
-    sb.add_argument("--interval-ms", type=int, default=10_000, help="burst window in ms (default 10000)")
+    sb.add_argument("--burst", type=int, help="requests per burst window (default: each CRM's own)")
+    sb.add_argument("--interval-ms", type=int, help="burst window in ms (default: each CRM's own)")
 
     sub.add_parser("demo", help="end-to-end tour through a real MCP client (sandbox + SQLite)")
 
@@ -116,11 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="configuration helpers")
     csub = c.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     cg = csub.add_parser("generate", help="print a .env or crm-mcp.toml snippet for a connection")
-    cg.add_argument("--provider", default="gohighlevel", choices=["gohighlevel"])
+    cg.add_argument("--provider", help="provider name (default: the only one that takes the options given)")
     cg.add_argument("--format", choices=["env", "toml"], default="env")
-    cg.add_argument("--name", default="gohighlevel", help="connection name (toml only)")
-    cg.add_argument("--location-id", required=True)
-    cg.add_argument("--calendar-id")
+    cg.add_argument("--name", help="connection name (toml only; default: the provider's name)")
+    cg.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="a connection option, e.g. location_id=..."
+    )
+    cg.add_argument("--location-id", help="shorthand for --set location_id=...")
+    cg.add_argument("--calendar-id", help="shorthand for --set calendar_id=...")
+    cg.add_argument("--portal-id", help="shorthand for --set portal_id=...")
 
     db = sub.add_parser("db", help="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from crm_mcp.errors import ConfigurationError
 from crm_mcp.runtime import Runtime
 from crm_mcp.settings import Settings
 
@@ -130,24 +131,28 @@ async def dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def config(args: argparse.Namespace, settings: Settings) -> int:
-    lines: list[str]
-    if args.format == "env":
-        lines = [
-            "CRM_MCP_GHL_TOKEN=<your private integration token>",
-            f"CRM_MCP_GHL_LOCATION_ID={args.location_id}",
-        ]
-        if args.calendar_id:
-            lines.append(f"CRM_MCP_GHL_CALENDAR_ID={args.calendar_id}")
+    """`config generate`: the connection's .env lines or crm-mcp.toml table, secrets as placeholders."""
+    from crm_mcp.connectors.provider import render_config
+    from crm_mcp.connectors.registry import get_provider, providers
+
+    options: dict[str, str] = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigurationError(f"--set {item!r}: write it as key=value (e.g. --set location_id=...)")
+        options[key.strip()] = value
+    for key in ("location_id", "calendar_id", "portal_id"):
+        if getattr(args, key, None):
+            options[key] = getattr(args, key)
+    if args.provider:
+        provider = get_provider(args.provider)
     else:
-        lines = [
-            f"[connections.{args.name}]",
-            'provider = "gohighlevel"',
-            'token = "<your private integration token>"',
-            f'location_id = "{args.location_id}"',
-        ]
-        if args.calendar_id:
-            lines.append(f'calendar_id = "{args.calendar_id}"')
-    print("\n".join(lines))
+        fits = [p for p in providers() if options and set(options) <= set(p.settings.model_fields)]
+        if len(fits) != 1:
+            names = ", ".join(p.name for p in (fits or providers()))
+            raise ConfigurationError(f"Pass --provider: one of {names}.")
+        provider = fits[0]
+    print(render_config(provider, args.name or provider.name, options, args.format), end="")
     return 0
 
 
@@ -161,32 +166,33 @@ async def db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def run_sandbox(*, port: int, burst: int, interval_ms: int) -> int:
-    from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
-    from crm_mcp.providers.gohighlevel.sandbox.simulator import (
-        SANDBOX_CALENDAR_ID,
-        SANDBOX_LOCATION_ID,
-        SANDBOX_TOKEN,
-        GHLSandboxConfig,
-    )
+def run_sandbox(*, port: int, burst: int | None = None, interval_ms: int | None = None) -> int:
+    """Start every provider's simulator on loopback, print how to point crm-mcp at each, and wait."""
+    from crm_mcp.connectors.registry import providers
 
-    _sim, server = start_ghl_sandbox(
-        GHLSandboxConfig(burst_max=burst, burst_interval_ms=interval_ms), port=port
-    )
     console = _console()
-    console.print(f"[bold]GoHighLevel sandbox[/] at {server.url}  (Ctrl-C to stop)")
-    console.print("Point crm-mcp at it with:")
-    print(f"CRM_MCP_GHL_BASE_URL={server.url}")
-    print(f"CRM_MCP_GHL_TOKEN={SANDBOX_TOKEN}")
-    print(f"CRM_MCP_GHL_LOCATION_ID={SANDBOX_LOCATION_ID}")
-    print(f"CRM_MCP_GHL_CALENDAR_ID={SANDBOX_CALENDAR_ID}")
-    console.print(f"Inspect: GET {server.url}/_sandbox/state   Faults: POST {server.url}/_sandbox/faults")
-    sys.stdout.flush()
+    handles: list[Any] = []
     try:
+        for provider in providers():
+            if provider.sandbox is None:
+                continue
+            handle = provider.sandbox(port + len(handles) if port else 0)
+            handles.append(handle)
+            if burst is not None or interval_ms is not None:
+                handle.set_limits(burst=burst, interval_ms=interval_ms)
+            console.print(f"[bold]{provider.title} sandbox[/] at {handle.url}")
+            for line in handle.credentials_text():
+                print(line)
+            console.print(
+                f"Inspect: GET {handle.url}/_sandbox/state   Faults: POST {handle.url}/_sandbox/faults"
+            )
+        console.print("(Ctrl-C to stop)")
+        sys.stdout.flush()
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        for handle in handles:
+            handle.stop()
     return 0

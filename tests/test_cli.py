@@ -60,3 +60,16 @@ def test_bad_settings_are_one_clear_error(tmp_path: Path, env: dict[str, str], n
     out = run(tmp_path, "status", **env)
     assert out.returncode == 2
     assert needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_config_generate_refuses_injected_lines_and_names_the_provider_when_unclear(tmp_path: Path) -> None:
+    out = run(tmp_path, "config", "generate", "--location-id", "Loc\nCRM_MCP_HTTP_TOKEN=x")
+    assert (
+        out.returncode == 2
+        and "control characters" in out.stderr
+        and "CRM_MCP_HTTP_TOKEN=x" not in out.stdout
+    )
+    unclear = run(tmp_path, "config", "generate", "--set", "base_url=https://crm.example.com")
+    assert unclear.returncode == 2 and "--provider" in unclear.stderr
+    hub = run(tmp_path, "config", "generate", "--portal-id", "62515")
+    assert hub.returncode == 0 and "_PORTAL_ID=62515" in hub.stdout and "_TOKEN=<your token>" in hub.stdout

@@ -66,6 +66,10 @@ class SandboxHandle(Protocol):
 
     def connection_options(self) -> dict[str, Any]: ...
     def credentials_text(self) -> list[str]: ...
+    def set_limits(self, *, burst: int | None = None, interval_ms: int | None = None) -> None:
+        """Change the simulated burst limit (requests per window) and window."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -105,3 +109,40 @@ class Provider:
     setup: SetupTemplate | None = None
     default_base_url: str = ""
     url_options: tuple[str, ...] = field(default=("base_url",))
+
+
+def render_config(
+    provider: Provider, name: str, options: Mapping[str, Any], fmt: str, *, masked: Mapping[str, str] = {}
+) -> str:
+    """A connection's config as `.env` lines (the provider's default connection) or a crm-mcp.toml
+    table. Secret options never come out: each is a `<placeholder>` (or `masked[key]`, e.g. a
+    token's first characters), so the text is safe to show and to paste.
+
+    Raises:
+        ConfigurationError: an option the provider does not take, or a value with a line break,
+            quote or other control character (it would inject lines into the file).
+    """
+    from crm_mcp.errors import ConfigurationError
+
+    fields = provider.settings.model_fields
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ConfigurationError(
+            f"{provider.title} connections take no option {', '.join(unknown)}; "
+            f"they take: {', '.join(fields)}"
+        )
+    secret = provider.settings.secret_options
+    values: dict[str, str] = {}
+    for key in fields:
+        if key in secret and (key in options or (provider.setup and key in provider.setup.required_options)):
+            values[key] = masked.get(key, f"<your {key.replace('_', ' ')}>")
+        elif options.get(key) not in (None, ""):
+            value = str(options[key])
+            if any(ch in value for ch in '"\\') or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+                raise ConfigurationError(f"{key}: quotes, backslashes and control characters are not allowed")
+            values[key] = value
+    if fmt == "env":
+        return "".join(f"CRM_MCP_{provider.env_prefix}_{k.upper()}={v}\n" for k, v in values.items())
+    lines = [f"[connections.{name}]", f'provider = "{provider.name}"']
+    lines += [f'{k} = "{v}"' for k, v in values.items()]
+    return "\n".join(lines) + "\n"

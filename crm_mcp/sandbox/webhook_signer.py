@@ -14,33 +14,13 @@ import hmac
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from urllib.parse import unquote
-
-_HUBSPOT_DECODED = ("%3A", "%2F", "%3F", "%40", "%21", "%24", "%27", "%28", "%29", "%2A", "%2C", "%3B")
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def hubspot_v3_headers(
-    client_secret: str, method: str, uri: str, body: bytes, *, timestamp: datetime
-) -> dict[str, str]:
-    """``X-HubSpot-Signature-v3`` + ``X-HubSpot-Request-Timestamp`` (ms) for one request."""
-    ts_ms = str(int(timestamp.timestamp() * 1000))
-    decoded = uri
-    for escape in _HUBSPOT_DECODED:
-        decoded = decoded.replace(escape, unquote(escape)).replace(escape.lower(), unquote(escape))
-    source = method.upper().encode() + decoded.encode() + body + ts_ms.encode()
-    sig = b64(hmac.new(client_secret.encode(), source, hashlib.sha256).digest())
-    return {
-        "content-type": "application/json",
-        "X-HubSpot-Signature-v3": sig,
-        "X-HubSpot-Request-Timestamp": ts_ms,
-    }
-
-
-# -- Standard Webhooks (n8n, Make, generic) ---------------------------------------------------
+# -- Standard Webhooks (workflow tools, generic senders) ---------------------------------------------------
 
 
 def new_standard_secret(nbytes: int = 32) -> str:

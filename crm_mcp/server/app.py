@@ -12,7 +12,8 @@ from crm_mcp import __version__
 from crm_mcp.runtime import Runtime
 
 INSTRUCTIONS = """\
-crm-mcp connects you to the user's CRM (GoHighLevel first) and to a local system of record that
+crm-mcp connects you to the user's CRMs (one or more connections; check_integration_health lists
+them and what each can do) and to a local system of record that
 is kept in sync with it. Writes (create_appointment, update_appointment_status) are stored locally
 and delivered by a background worker: they return at once with a sync_operation_id. Use
 get_sync_status (or the sync://status resource) to see delivery health, list_dead_letters to see

@@ -37,7 +37,7 @@ ConnectionArg = Annotated[
     str | None,
     Field(
         description="Connection name; defaults to the only connection that can do this.",
-        examples=["gohighlevel"],
+        examples=["sales-crm"],
     ),
 ]
 IdempotencyArg = Annotated[

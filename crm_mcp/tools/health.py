@@ -138,8 +138,9 @@ def judge(h: ConnectionHealth, t: HealthThresholdSettings, live_workers: int) ->
     if h.credentials_valid is False:
         bad.append(f"The CRM refused the credentials ({h.check_error}).")
         todo.append(
-            f"Reconnect {h.connection}: create a new token (generate_connector_config with verify=true "
-            "shows the scopes) and update CRM_MCP_GHL_TOKEN or crm-mcp.toml, then restart."
+            f"Reconnect {h.connection}: create a new token (generate_connector_config lists the scopes) "
+            "and put it in the connection's token setting (its CRM_MCP_<PROVIDER>_TOKEN variable, or "
+            "crm-mcp.toml), then restart."
         )
     elif h.check_error:
         (meh if "RateLimited" in h.check_error else bad).append(f"The check call failed: {h.check_error}")
@@ -222,7 +223,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     async def check_integration_health(
         connection: Annotated[
             str | None,
-            Field(max_length=128, description="One connection; default: all.", examples=["gohighlevel"]),
+            Field(max_length=128, description="One connection; default: all.", examples=["sales-crm"]),
         ] = None,
     ) -> HealthReport:
         """Credentials, latency, quota, breaker, backlog, dead letters, success rates and webhook freshness,

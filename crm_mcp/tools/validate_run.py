@@ -18,7 +18,7 @@ from crm_mcp.errors import NotFoundError
 from crm_mcp.state.models import Appointment, ExternalRef, Lead, SyncOperation
 from crm_mcp.state.outbox import enqueue
 from crm_mcp.tools.appointments import appointment_payload
-from crm_mcp.tools.validate import (
+from crm_mcp.tools.validate_report import (
     LIST_CAP,
     Duplicate,
     Issue,

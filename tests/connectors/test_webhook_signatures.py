@@ -19,9 +19,9 @@ from crm_mcp.connectors.webhooks import (
 )
 from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner
 from crm_mcp.providers.gohighlevel.webhooks import GHL_RSA_PUBLIC_KEY_PEM, verify_gohighlevel
+from crm_mcp.providers.hubspot.sandbox.signer import hubspot_v3_headers
 from crm_mcp.providers.hubspot.webhooks import verify_hubspot_v3
 from crm_mcp.sandbox.webhook_signer import (
-    hubspot_v3_headers,
     new_standard_secret,
     standard_webhook_headers,
 )

@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import select
 
 from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner, ghl_event_body
+from crm_mcp.providers.hubspot.sandbox.signer import hubspot_v3_headers
 from crm_mcp.runtime import Runtime
 from crm_mcp.sandbox.runner import SandboxServer
 from crm_mcp.sandbox.webhook_signer import (
-    hubspot_v3_headers,
     new_standard_secret,
     standard_webhook_headers,
 )

@@ -15,8 +15,8 @@ from sqlalchemy import func, select, text
 
 from crm_mcp.connectors.webhooks import IncomingEvent as Incoming
 from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner, ghl_event_body
+from crm_mcp.providers.hubspot.sandbox.signer import hubspot_v3_headers
 from crm_mcp.sandbox.webhook_signer import (
-    hubspot_v3_headers,
     new_standard_secret,
     standard_webhook_headers,
 )

@@ -43,6 +43,10 @@ class HubSpotSandboxHandle:
             f"CRM_MCP_HUBSPOT_APP_SECRET={SANDBOX_CLIENT_SECRET}",
         ]
 
+    def set_limits(self, *, burst: int | None = None, interval_ms: int | None = None) -> None:
+        """Change the simulated burst limit (requests per window) and window."""
+        self.sim.set_limits(burst_max=burst, burst_interval_ms=interval_ms)
+
     def stop(self) -> None:
         self.server.stop()
 

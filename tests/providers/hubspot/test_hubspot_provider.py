@@ -114,6 +114,9 @@ def test_handle_credentials_and_webhook_secret(handle: HubSpotSandboxHandle) -> 
     assert f"CRM_MCP_HUBSPOT_BASE_URL={handle.url}" in lines
     assert f"CRM_MCP_HUBSPOT_PORTAL_ID={options['portal_id']}" in lines
     assert all(line.startswith("CRM_MCP_HUBSPOT_") for line in lines)
+    handle.set_limits(burst=150, interval_ms=10_000)
+    assert handle.sim.limit_settings()["burst_max"] == 150
+    handle.set_limits(burst=100)
     # the app_secret it hands out verifies the simulator's signed webhooks, for its own portal
     url = "https://crm.example.com/webhooks/hubspot/hubspot"
     (cid,) = handle.sim.seed_contacts([{"email": "hook@example.com"}])

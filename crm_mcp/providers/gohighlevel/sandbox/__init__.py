@@ -57,6 +57,9 @@ class GHLSandboxHandle:
             f"CRM_MCP_GHL_CALENDAR_ID={SANDBOX_CALENDAR_ID}",
         ]
 
+    def set_limits(self, *, burst: int | None = None, interval_ms: int | None = None) -> None:
+        self.sim.set_limits(burst_max=burst, burst_interval_ms=interval_ms)
+
     def stop(self) -> None:
         self.server.stop()
 

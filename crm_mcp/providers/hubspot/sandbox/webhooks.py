@@ -3,8 +3,8 @@
 A delivery is a JSON **array** of events (HubSpot batches them) POSTed to the app's target URL with
 ``X-HubSpot-Signature-v3`` (HMAC-SHA256 over method + URI + body + timestamp, keyed with the app's
 client secret) and ``X-HubSpot-Request-Timestamp`` in ms, plus the legacy v1 headers HubSpot still
-sends next to them. Signing reuses :func:`crm_mcp.sandbox.webhook_signer.hubspot_v3_headers`, which is
-written apart from the verifier in ``crm_mcp.sync`` so the two check each other.
+sends next to them. Signing reuses :func:`.signer.hubspot_v3_headers`, which is written
+apart from the verifier in ``crm_mcp.providers.hubspot.webhooks`` so the two check each other.
 
 The recorder is the store's change listener: every contact created, changed or archived through
 the API becomes the ``contact.creation`` / ``contact.propertyChange`` (one per property) /
@@ -23,8 +23,8 @@ from typing import Any
 
 from crm_mcp.providers.hubspot.sandbox.config import HubSpotSandboxConfig
 from crm_mcp.providers.hubspot.sandbox.object_types import ObjectType
+from crm_mcp.providers.hubspot.sandbox.signer import hubspot_v3_headers
 from crm_mcp.providers.hubspot.sandbox.store import Record
-from crm_mcp.sandbox.webhook_signer import hubspot_v3_headers
 
 SUBSCRIPTION_IDS = {"contact.creation": 1001, "contact.propertyChange": 1002, "contact.deletion": 1003}
 _FLAGS = {"contact.creation": "NEW", "contact.deletion": "DELETED"}

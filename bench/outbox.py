@@ -45,7 +45,7 @@ from crm_mcp.providers.gohighlevel.sandbox.simulator import (
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import Appointment
-from crm_mcp.tools.appointments import appointment_payload
+from crm_mcp.tools.appointments import create_command
 
 LATENCY = 0.050
 START = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
@@ -83,7 +83,7 @@ async def enqueue_ops(db: Database, tag: str, n: int, batch: int) -> float:
             idempotency_key=f"{tag}-{i}",
             connection="gohighlevel",
             action="appointment.create",
-            payload=(payload := appointment_payload(booking(i, tag, now))),
+            payload=(payload := create_command(booking(i, tag, now)).payload()),
             entity_type="appointment",
             entity_id=payload["appointment_id"],
         )

@@ -11,10 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
-
-from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import Table, bindparam, insert, select
+from typing import Any
 
 from crm_mcp.connectors.base import (
     Appointment,
@@ -30,23 +27,16 @@ from crm_mcp.connectors.base import (
     require,
 )
 from crm_mcp.errors import RetryableError
+from crm_mcp.state import refs
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import Appointment as LocalAppointment
-from crm_mcp.state.models import ExternalRef, SyncOperation
+from crm_mcp.state.models import SyncOperation
+from crm_mcp.sync.commands import AppointmentChange, AppointmentCreate, Person
 
 log = logging.getLogger(__name__)
 
 ConnectorLookup = Callable[[str], Connector]
 Handler = Callable[[SyncOperation, Any], Awaitable[dict[str, Any]]]
-
-_REFS = cast(Table, ExternalRef.__table__)
-# The remote types already recorded for one local record (bound: connection, local_type, local_id).
-_REF_TYPES = select(_REFS.c.remote_type).where(
-    _REFS.c.connection == bindparam("connection"),
-    _REFS.c.local_type == bindparam("local_type"),
-    _REFS.c.local_id == bindparam("local_id"),
-)
-_REF_INSERT = insert(_REFS)
 
 
 def marker(local_id: str, purpose: str) -> str:
@@ -75,11 +65,8 @@ def _stale_changes(changes: Mapping[str, Any], current: LocalAppointment) -> dic
     return stale
 
 
-def _contact_from(payload: Mapping[str, Any]) -> Contact:
-    c = payload["contact"]
-    return Contact(
-        first_name=c["first_name"], last_name=c.get("last_name"), email=c.get("email"), phone=c.get("phone")
-    )
+def _contact_from(person: Person) -> Contact:
+    return Contact(**person.model_dump())
 
 
 async def find_or_create_note(connector: Notes, contact_id: str, ref: str, body: str) -> str:
@@ -114,55 +101,26 @@ async def add_tags(connector: Connector, contact_id: str, tags: list[str]) -> li
 def build_handlers(
     db: Database, connector_for: ConnectorLookup, now: Callable[[], datetime]
 ) -> dict[str, Handler]:
-    def save_refs(
-        connection: str, local_id: str, refs: Mapping[str, str]
-    ) -> Callable[[SyncConnection], None]:
-        """The write that inserts the refs this appointment does not have yet (for `ctx.on_success`:
-        it commits with the operation's success, in the same transaction)."""
-        created_at = now()
-        key = {"connection": connection, "local_type": "appointment", "local_id": local_id}
-
-        def write(conn: SyncConnection) -> None:
-            existing = set(conn.execute(_REF_TYPES, key).scalars())
-            rows = [
-                {**key, "remote_type": remote_type, "remote_id": remote_id, "created_at": created_at}
-                for remote_type, remote_id in refs.items()
-                if remote_type not in existing
-            ]
-            if rows:
-                conn.execute(_REF_INSERT, rows)
-
-        return write
-
     async def load_refs(connection: str, local_id: str) -> dict[str, str]:
         async with db.sessions() as session:
-            rows = (
-                await session.execute(
-                    select(ExternalRef).where(
-                        ExternalRef.connection == connection,
-                        ExternalRef.local_type == "appointment",
-                        ExternalRef.local_id == local_id,
-                    )
-                )
-            ).scalars()
-            return {r.remote_type: r.remote_id for r in rows}
+            return await refs.refs_of(session, connection, "appointment", local_id)
 
     async def local_appointment(local_id: str) -> LocalAppointment | None:
         async with db.sessions() as session:
             return await session.get(LocalAppointment, local_id)
 
     async def appointment_create(op: SyncOperation, ctx: Any) -> dict[str, Any]:
-        p = op.payload
+        cmd = AppointmentCreate.of(op)
         c = connector_for(op.connection)
         done: dict[str, Any] = dict(ctx.progress or {})
-        local_id = p["appointment_id"]
-        start = datetime.fromisoformat(p["start_time"])
-        end = datetime.fromisoformat(p["end_time"]) if p.get("end_time") else start + timedelta(minutes=30)
+        local_id = cmd.appointment_id
+        start = datetime.fromisoformat(cmd.start_time)
+        end = datetime.fromisoformat(cmd.end_time) if cmd.end_time else start + timedelta(minutes=30)
         if "contact_id" not in done:
-            contact = _contact_from(p)
+            contact = _contact_from(cmd.contact)
             contact.tags = ["crm-mcp", "appointment-booked"]
             contact.custom_fields = {
-                "appointment_status": p["status"],
+                "appointment_status": cmd.status,
                 "next_appointment_date": start.date().isoformat(),
             }
             saved, _ = await require(c, Contacts).upsert_contact(contact)
@@ -175,20 +133,19 @@ def build_handlers(
             match = [
                 a
                 for a in await calendar.list_contact_appointments(contact_id)
-                if (a.calendar_id or None) == (p.get("calendar_id") or None)
-                and _same_instant(a.start_time, start)
+                if (a.calendar_id or None) == (cmd.calendar_id or None) and _same_instant(a.start_time, start)
             ]
             event = (
                 match[0]
                 if match
                 else await calendar.create_appointment(
                     Appointment(
-                        calendar_id=p.get("calendar_id"),
+                        calendar_id=cmd.calendar_id,
                         contact_id=contact_id,
                         start_time=start,
                         end_time=end,
-                        title=p.get("title"),
-                        status=p["status"],
+                        title=cmd.title,
+                        status=cmd.status,  # type: ignore[arg-type]
                     )
                 )
             )
@@ -198,11 +155,11 @@ def build_handlers(
             await ctx.checkpoint(done)
         if "note_id" not in done:
             lines = [
-                f"Appointment booked via crm-mcp: {p.get('title') or 'appointment'}",
-                f"When: {start.isoformat()} to {end.isoformat()} ({p['timezone']})",
+                f"Appointment booked via crm-mcp: {cmd.title or 'appointment'}",
+                f"When: {start.isoformat()} to {end.isoformat()} ({cmd.timezone})",
             ]
-            if p.get("notes"):
-                lines.append(f"Details: {p['notes']}")
+            if cmd.notes:
+                lines.append(f"Details: {cmd.notes}")
             done["note_id"] = await find_or_create_note(
                 require(c, Notes), contact_id, marker(local_id, "booking"), "\n".join(lines)
             )
@@ -213,30 +170,29 @@ def build_handlers(
                 require(c, Tasks),
                 contact_id,
                 marker(local_id, "reminder"),
-                f"Reminder: {p.get('title') or 'appointment'}",
+                f"Reminder: {cmd.title or 'appointment'}",
                 f"Remind the contact of the appointment at {start.isoformat()}.",
                 due,
             )
             await ctx.checkpoint(done)
-        ctx.on_success(
-            save_refs(op.connection, local_id, {"contact": contact_id, "appointment": done["event_id"]})
-        )
+        found = {"contact": contact_id, "appointment": done["event_id"]}
+        ctx.on_success(refs.link_missing(op.connection, "appointment", local_id, found, now()))
         return done
 
     async def appointment_status(op: SyncOperation, ctx: Any) -> dict[str, Any]:
-        p = op.payload
+        cmd = AppointmentChange.of(op)
         c = connector_for(op.connection)
-        local_id = p["appointment_id"]
-        refs = await load_refs(op.connection, local_id)
-        if "appointment" not in refs:
+        local_id = cmd.appointment_id
+        linked = await load_refs(op.connection, local_id)
+        if "appointment" not in linked:
             raise RetryableError(
                 "The appointment has not reached the CRM yet; this change waits for its create operation.",
                 provider=c.provider,
             )
         done: dict[str, Any] = dict(ctx.progress or {})
-        event_id, contact_id = refs["appointment"], refs["contact"]
-        changes: dict[str, Any] = dict(p["changes"])
-        action = p["action"]
+        event_id, contact_id = linked["appointment"], linked["contact"]
+        changes: dict[str, Any] = dict(cmd.changes)
+        action = cmd.action_name
         # The local record is the truth, not the snapshot queued with this operation: if an inbound
         # CRM change won a conflict, or a later local change followed (and may have been delivered
         # first, this one having failed and waited for its retry), a value here that the record no
@@ -279,7 +235,7 @@ def build_handlers(
                 await require(c, Contacts).set_contact_fields(contact_id, values)
             done["updated"] = True
             await ctx.checkpoint(done)
-        reason = p.get("reason") or "no reason given"
+        reason = cmd.reason or "no reason given"
         if not superseded and action == "cancel" and "task_id" not in done:
             await add_tags(c, contact_id, ["appointment-cancelled"])
             done["task_id"] = await find_or_create_task(

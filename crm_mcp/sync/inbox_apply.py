@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_mcp.connectors.registry import webhook_adapter
 from crm_mcp.connectors.webhooks import IncomingEvent, RemoteChange, parse_timestamp
-from crm_mcp.state.models import Appointment, ExternalRef, InboxEvent, Lead, SyncOperation
+from crm_mcp.state import refs
+from crm_mcp.state.models import Appointment, InboxEvent, Lead, SyncOperation
 from crm_mcp.sync.conflicts import Policy, Resolution, log_conflict, policy_for, resolve
 
 logger = logging.getLogger(__name__)
@@ -103,23 +104,6 @@ async def apply_event(
     return out
 
 
-async def _ref(
-    session: AsyncSession, connection: str, local_type: str, remote_type: str, remote_id: str
-) -> ExternalRef | None:
-    return (
-        await session.execute(
-            select(ExternalRef)
-            .where(
-                ExternalRef.connection == connection,
-                ExternalRef.local_type == local_type,
-                ExternalRef.remote_type == remote_type,
-                ExternalRef.remote_id == remote_id,
-            )
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-
-
 async def _local_changes(session: AsyncSession, entity_type: str, entity_id: str) -> dict[str, datetime]:
     """Fields with a local change not yet delivered to the CRM, and when the change was made."""
     ops = await session.execute(
@@ -144,7 +128,7 @@ async def _local_changes(session: AsyncSession, entity_type: str, entity_id: str
 async def _lead_for(
     session: AsyncSession, connection: str, contact_id: str, email: str | None
 ) -> Lead | None:
-    ref = await _ref(session, connection, "lead", "contact", contact_id)
+    ref = await refs.find_local(session, connection, "lead", "contact", contact_id)
     if ref is not None and (lead := await session.get(Lead, ref.local_id)) is not None:
         return lead
     if not email:
@@ -157,41 +141,6 @@ async def _lead_for(
             .limit(1)
         )
     ).scalar_one_or_none()
-
-
-async def _link(
-    session: AsyncSession,
-    connection: str,
-    local_type: str,
-    local_id: str,
-    remote_type: str,
-    remote_id: str,
-    now: datetime,
-) -> None:
-    """Record local <-> remote once; an existing link of that type is kept (and updated for marks)."""
-    existing = (
-        await session.execute(
-            select(ExternalRef).where(
-                ExternalRef.connection == connection,
-                ExternalRef.local_type == local_type,
-                ExternalRef.local_id == local_id,
-                ExternalRef.remote_type == remote_type,
-            )
-        )
-    ).scalar_one_or_none()
-    if existing is None:
-        session.add(
-            ExternalRef(
-                connection=connection,
-                local_type=local_type,
-                local_id=local_id,
-                remote_type=remote_type,
-                remote_id=remote_id,
-                created_at=now,
-            )
-        )
-    elif remote_type == _APPOINTMENT_MARK:
-        existing.remote_id = remote_id
 
 
 async def _apply_contact(
@@ -233,7 +182,7 @@ async def _apply_contact(
             )
             setattr(lead, column, merged)
         lead.updated_at = now
-    await _link(session, ev.connection, "lead", lead.id, "contact", contact_id, now)
+    await refs.link(session, ev.connection, "lead", lead.id, "contact", contact_id, now)
     lead.data = {**(lead.data or {}), "crm_contact_id": contact_id, "crm_updated_at": ts.isoformat()}
     return out
 
@@ -249,7 +198,7 @@ async def _apply_appointment(
     remote_id, deleted = change.remote_id, change.deleted
     remote = {k: change.fields[k] for k in _APPOINTMENT_COLUMNS if change.fields.get(k) is not None}
     out = Outcome()
-    ref = await _ref(session, ev.connection, "appointment", "appointment", remote_id)
+    ref = await refs.find_local(session, ev.connection, "appointment", "appointment", remote_id)
     appt = await session.get(Appointment, ref.local_id) if ref is not None else None
     if appt is None:
         # Created in the CRM (or a Delete that overtook its Create: kept, cancelled, so the late
@@ -257,7 +206,11 @@ async def _apply_appointment(
         if "start_time" not in remote:
             raise ValueError(f"appointment {remote_id} has no readable startTime")
         contact_id = str(change.fields.get("contact_id") or "")
-        ref_lead = await _ref(session, ev.connection, "lead", "contact", contact_id) if contact_id else None
+        ref_lead = (
+            await refs.find_local(session, ev.connection, "lead", "contact", contact_id)
+            if contact_id
+            else None
+        )
         lead = await session.get(Lead, ref_lead.local_id) if ref_lead is not None else None
         appt = Appointment(
             connection=ev.connection,
@@ -273,9 +226,9 @@ async def _apply_appointment(
         )
         session.add(appt)
         await session.flush()
-        await _link(session, ev.connection, "appointment", appt.id, "appointment", remote_id, now)
+        await refs.link(session, ev.connection, "appointment", appt.id, "appointment", remote_id, now)
         if contact_id:
-            await _link(session, ev.connection, "appointment", appt.id, "contact", contact_id, now)
+            await refs.link(session, ev.connection, "appointment", appt.id, "contact", contact_id, now)
     else:
         mark = await _ref_of(session, ev.connection, appt.id)
         if mark is not None and ts < mark:
@@ -300,20 +253,14 @@ async def _apply_appointment(
         if changed:
             appt.version += 1
             appt.updated_at = now
-    await _link(session, ev.connection, "appointment", appt.id, _APPOINTMENT_MARK, ts.isoformat(), now)
+    mark_value = ts.isoformat()
+    await refs.link(
+        session, ev.connection, "appointment", appt.id, _APPOINTMENT_MARK, mark_value, now, replace=True
+    )
     return out
 
 
 async def _ref_of(session: AsyncSession, connection: str, appointment_id: str) -> datetime | None:
     """The CRM time of the last event applied to this appointment (None before the first)."""
-    row = (
-        await session.execute(
-            select(ExternalRef.remote_id).where(
-                ExternalRef.connection == connection,
-                ExternalRef.local_type == "appointment",
-                ExternalRef.local_id == appointment_id,
-                ExternalRef.remote_type == _APPOINTMENT_MARK,
-            )
-        )
-    ).scalar_one_or_none()
-    return parse_timestamp(row) if row else None
+    mark = (await refs.refs_of(session, connection, "appointment", appointment_id)).get(_APPOINTMENT_MARK)
+    return parse_timestamp(mark) if mark else None

@@ -8,15 +8,14 @@ again. Contact upserts are natural-key writes (email/phone), so repeating them i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from crm_mcp.connectors.base import Contact, Contacts, Notes, Tasks, require
+from crm_mcp.state import refs
 from crm_mcp.state.db import Database
-from crm_mcp.state.models import ExternalRef, Lead, SyncOperation
+from crm_mcp.state.models import Lead, SyncOperation
 from crm_mcp.sync.actions import (
     ConnectorLookup,
     Handler,
@@ -25,19 +24,7 @@ from crm_mcp.sync.actions import (
     find_or_create_task,
     marker,
 )
-
-
-def contact_from_payload(c: Mapping[str, Any]) -> Contact:
-    return Contact(
-        first_name=c.get("first_name"),
-        last_name=c.get("last_name"),
-        email=c.get("email"),
-        phone=c.get("phone"),
-        company_name=c.get("company_name"),
-        source=c.get("source"),
-        tags=list(c.get("tags") or []),
-        custom_fields=dict(c.get("custom_fields") or {}),
-    )
+from crm_mcp.sync.commands import ContactNote, ContactUpsert, LeadApply
 
 
 def build_lead_handlers(
@@ -49,75 +36,52 @@ def build_lead_handlers(
         if not lead_id:
             return
         async with db.begin_write() as session:
-            found = (
-                await session.execute(
-                    select(ExternalRef).where(
-                        ExternalRef.connection == connection,
-                        ExternalRef.local_type == "lead",
-                        ExternalRef.local_id == lead_id,
-                        ExternalRef.remote_type == "contact",
-                    )
-                )
-            ).scalar_one_or_none()
-            if found is None:
-                session.add(
-                    ExternalRef(
-                        connection=connection,
-                        local_type="lead",
-                        local_id=lead_id,
-                        remote_type="contact",
-                        remote_id=contact_id,
-                        created_at=now(),
-                    )
-                )
-            else:
-                found.remote_id = contact_id
+            await refs.link(session, connection, "lead", lead_id, "contact", contact_id, now(), replace=True)
             lead = await session.get(Lead, lead_id)
             if lead is not None and lead.status == "new":
                 lead.status = "synced"
 
     async def contact_upsert(op: SyncOperation, ctx: Any) -> dict[str, Any]:
-        p = op.payload
+        cmd = ContactUpsert.of(op)
         c = require(connector_for(op.connection), Contacts)
-        saved, created = await c.upsert_contact(contact_from_payload(p["contact"]))
+        saved, created = await c.upsert_contact(Contact(**cmd.contact.model_dump()))
         assert saved.id
-        await remember_contact(op.connection, p.get("lead_id"), saved.id)
+        await remember_contact(op.connection, cmd.lead_id, saved.id)
         return {"contact_id": saved.id, "created": created}
 
     async def contact_note(op: SyncOperation, ctx: Any) -> dict[str, Any]:
-        p = op.payload
+        cmd = ContactNote.of(op)
         c = require(connector_for(op.connection), Notes)
-        note_id = await find_or_create_note(c, p["contact_id"], marker(op.id, "note"), p["body"])
-        return {"contact_id": p["contact_id"], "note_id": note_id}
+        note_id = await find_or_create_note(c, cmd.contact_id, marker(op.id, "note"), cmd.body)
+        return {"contact_id": cmd.contact_id, "note_id": note_id}
 
     async def lead_apply(op: SyncOperation, ctx: Any) -> dict[str, Any]:
         """Score custom field (when the CRM has one), band tags, and the follow-up task for hot leads."""
-        p = op.payload
+        cmd = LeadApply.of(op)
         c = connector_for(op.connection)
         done: dict[str, Any] = dict(ctx.progress or {})
         if "contact_id" not in done:
-            contact_id = p.get("contact_id")
+            contact_id = cmd.contact_id
             if not contact_id:
-                saved, _ = await require(c, Contacts).upsert_contact(contact_from_payload(p["contact"]))
+                assert cmd.contact is not None
+                saved, _ = await require(c, Contacts).upsert_contact(Contact(**cmd.contact.model_dump()))
                 assert saved.id
                 contact_id = saved.id
-                await remember_contact(op.connection, p.get("lead_id"), contact_id)
+                await remember_contact(op.connection, cmd.lead_id, contact_id)
             done["contact_id"] = contact_id
             await ctx.checkpoint(done)
         contact_id = done["contact_id"]
         if "score_field" not in done:
-            field = p.get("score_field") or "lead_score"
-            await require(c, Contacts).set_contact_fields(contact_id, {field: p["score"]})
-            done["score_field"] = field
+            await require(c, Contacts).set_contact_fields(contact_id, {cmd.score_field: cmd.score})
+            done["score_field"] = cmd.score_field
             await ctx.checkpoint(done)
-        if p.get("tags") and "tags" not in done:
-            done["tags"] = await add_tags(c, contact_id, list(p["tags"]))
+        if cmd.tags and "tags" not in done:
+            done["tags"] = await add_tags(c, contact_id, list(cmd.tags))
             await ctx.checkpoint(done)
-        task = p.get("task")
-        if task and "task_id" not in done:
-            due = now() + timedelta(hours=float(task.get("due_hours", 4)))
+        if cmd.task and "task_id" not in done:
+            due = now() + timedelta(hours=cmd.task.due_hours)
             done["task_id"] = await find_or_create_task(
-                require(c, Tasks), contact_id, marker(op.id, "follow-up"), task["title"], task["body"], due
+                require(c, Tasks), contact_id, marker(op.id, "follow-up"), cmd.task.title, cmd.task.body, due
             )
             await ctx.checkpoint(done)
         return done

@@ -11,6 +11,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -25,6 +26,9 @@ from crm_mcp.errors import (
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
+
+    from crm_mcp.runtime import Runtime
+    from crm_mcp.sync.commands import Command
 
 log = logging.getLogger("crm_mcp.tools")
 
@@ -47,6 +51,37 @@ def describe_error(exc: CRMError) -> str:
     if exc.hint:
         parts.append(f"Next: {exc.hint}")
     return redact(" ".join(parts))
+
+
+async def queue_write(
+    rt: Runtime,
+    command: Command,
+    *,
+    key: str,
+    connection: str,
+    local: Callable[[Any, bool], Awaitable[None]] | None = None,
+) -> tuple[Any, bool]:
+    """Queue `command` and write the local record in one transaction; returns (operation, created).
+
+    `local(session, created)` runs inside that transaction, after the outbox row: a tool writes
+    its local record there when `created`, or reads the saved one back when the key replays.
+
+    Raises:
+        IdempotencyError: the key was used before for a different request.
+    """
+    from crm_mcp.sync.commands import queue
+
+    db = await rt.database()
+    now = rt.clock()
+    deadline = timedelta(seconds=rt.settings.sync_deadline_seconds)
+    async with db.begin_write() as session:
+        op, created = await queue(
+            session, command, key=key, connection=connection, now=now, deadline=deadline
+        )
+        if local is not None:
+            await local(session, created)
+    rt.touch()
+    return op, created
 
 
 def crm_tool(

@@ -19,7 +19,8 @@ from pydantic import Field
 
 from crm_mcp.connectors.registry import get_provider
 from crm_mcp.errors import IdempotencyError
-from crm_mcp.tools._base import crm_tool
+from crm_mcp.sync.commands import AppointmentChange, AppointmentCreate, Person
+from crm_mcp.tools._base import crm_tool, queue_write
 from crm_mcp.tools.models import AppointmentRecord, AppointmentResult, ContactInfo
 
 if TYPE_CHECKING:
@@ -92,24 +93,24 @@ def to_record(a: Appointment) -> AppointmentRecord:
     )
 
 
-def appointment_payload(a: Appointment) -> dict[str, Any]:
+def create_command(a: Appointment) -> AppointmentCreate:
     """The snapshot the worker delivers: everything the CRM needs, nothing secret."""
-    return {
-        "appointment_id": a.id,
-        "contact": {
-            "first_name": a.contact_first_name,
-            "last_name": a.contact_last_name,
-            "email": a.contact_email,
-            "phone": a.contact_phone,
-        },
-        "calendar_id": a.calendar_id,
-        "start_time": a.start_time.isoformat(),
-        "end_time": a.end_time.isoformat() if a.end_time else None,
-        "timezone": a.timezone,
-        "title": a.title,
-        "notes": a.notes,
-        "status": a.status,
-    }
+    return AppointmentCreate(
+        appointment_id=a.id,
+        contact=Person(
+            first_name=a.contact_first_name,
+            last_name=a.contact_last_name,
+            email=a.contact_email,
+            phone=a.contact_phone,
+        ),
+        calendar_id=a.calendar_id,
+        start_time=a.start_time.isoformat(),
+        end_time=a.end_time.isoformat() if a.end_time else None,
+        timezone=a.timezone,
+        title=a.title,
+        notes=a.notes,
+        status=a.status,
+    )
 
 
 def register(server: MCPServer[Any], rt: Runtime) -> None:
@@ -196,48 +197,40 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         appointment_id = str(uuid.uuid5(_NS, f"{conn.name}:{key}"))
 
         from crm_mcp.state.models import Appointment
-        from crm_mcp.state.outbox import enqueue
 
-        db = await rt.database()
         now = rt.clock()
-        async with db.begin_write() as session:
-            appt = Appointment(
-                id=appointment_id,
-                connection=conn.name,
-                contact_first_name=first_name,
-                contact_last_name=last_name,
-                contact_email=args["email"],
-                contact_phone=phone,
-                calendar_id=cal,
-                start_time=start,
-                end_time=end,
-                timezone=timezone,
-                title=title or f"Appointment with {first_name} {last_name or ''}".strip(),
-                notes=notes,
-                status="confirmed",
-                source="mcp",
-                created_at=now,
-                updated_at=now,
-                version=1,
-            )
+        appt = Appointment(
+            id=appointment_id,
+            connection=conn.name,
+            contact_first_name=first_name,
+            contact_last_name=last_name,
+            contact_email=args["email"],
+            contact_phone=phone,
+            calendar_id=cal,
+            start_time=start,
+            end_time=end,
+            timezone=timezone,
+            title=title or f"Appointment with {first_name} {last_name or ''}".strip(),
+            notes=notes,
+            status="confirmed",
+            source="mcp",
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        saved: list[Appointment] = [appt]
+
+        async def write_local(session: Any, created: bool) -> None:
             # Same key + same arguments returns the saved operation; different arguments raise.
-            op, created = await enqueue(
-                session,
-                idempotency_key=key,
-                connection=conn.name,
-                action="appointment.create",
-                payload=appointment_payload(appt),
-                entity_type="appointment",
-                entity_id=appointment_id,
-                now=now,
-                deadline=timedelta(seconds=rt.settings.sync_deadline_seconds),
-            )
             if created:
                 session.add(appt)
-            else:
-                saved = await session.get(Appointment, op.entity_id)
-                appt = saved if saved is not None else appt
-        rt.touch()
+            elif (found := await session.get(Appointment, appointment_id)) is not None:
+                saved[0] = found
+
+        op, created = await queue_write(
+            rt, create_command(appt), key=key, connection=conn.name, local=write_local
+        )
+        appt = saved[0]
         record = to_record(appt)
         msg = (
             "Booked locally; delivery to the CRM is queued."
@@ -280,7 +273,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     ) -> AppointmentResult:
         """Change an appointment's status locally and queue the matching CRM changes."""
         from crm_mcp.state.models import Appointment
-        from crm_mcp.state.outbox import enqueue
+        from crm_mcp.sync.commands import queue
 
         db = await rt.database()
         now = rt.clock()
@@ -304,22 +297,12 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             prior = await _op_for_key(session, key)
             if prior is None:
                 changes = _apply_transition(appt, action, args, now)
-                op, created = await enqueue(
-                    session,
-                    idempotency_key=key,
-                    connection=appt.connection,
-                    action="appointment.status",
-                    payload={
-                        "appointment_id": appt.id,
-                        "action": action,
-                        "reason": reason,
-                        "changes": changes,
-                        "request": digest,
-                    },
-                    entity_type="appointment",
-                    entity_id=appt.id,
-                    now=now,
-                    deadline=timedelta(seconds=rt.settings.sync_deadline_seconds),
+                command = AppointmentChange(
+                    appointment_id=appt.id, action_name=action, reason=reason, changes=changes, request=digest
+                )
+                deadline = timedelta(seconds=rt.settings.sync_deadline_seconds)
+                op, created = await queue(
+                    session, command, key=key, connection=appt.connection, now=now, deadline=deadline
                 )
             else:
                 if not _same_status_request(prior, appointment_id, digest):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -18,7 +18,8 @@ from pydantic import Field
 
 from crm_mcp.connectors.base import Appointments, Calendars, Contacts, CustomFields, Notes, Tasks
 from crm_mcp.errors import CircuitOpenError, RetryableError
-from crm_mcp.tools._base import crm_tool
+from crm_mcp.sync.commands import ContactData, ContactNote, ContactUpsert
+from crm_mcp.tools._base import crm_tool, queue_write
 from crm_mcp.tools.appointments import (
     EMAIL_PATTERN,
     PHONE_PATTERN,
@@ -252,22 +253,10 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         key = idempotency_key or derive_key("contact.upsert", {"connection": conn.name, **contact})
         lead_id = str(uuid.uuid5(_NS, f"{conn.name}:{contact['email'] or phone}"))
         from crm_mcp.state.models import Lead
-        from crm_mcp.state.outbox import enqueue
 
-        db = await rt.database()
         now = rt.clock()
-        async with db.begin_write() as session:
-            op, created = await enqueue(
-                session,
-                idempotency_key=key,
-                connection=conn.name,
-                action="contact.upsert",
-                payload={"lead_id": lead_id, "contact": contact},
-                entity_type="lead",
-                entity_id=lead_id,
-                now=now,
-                deadline=timedelta(seconds=rt.settings.sync_deadline_seconds),
-            )
+
+        async def write_local(session: Any, created: bool) -> None:
             if created:
                 lead = await session.get(Lead, lead_id)
                 if lead is None:
@@ -283,6 +272,9 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                     "company_name": company_name,
                 }
                 lead.updated_at = now
+
+        command = ContactUpsert(lead_id=lead_id, contact=ContactData(**contact))
+        op, created = await queue_write(rt, command, key=key, connection=conn.name, local=write_local)
         return WriteResult(
             local_id=lead_id,
             sync_operation_id=op.id,
@@ -315,24 +307,11 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         if isinstance(connector, Contacts):
             with contextlib.suppress(RetryableError, CircuitOpenError):
                 await connector.get_contact(contact_id)
-        from crm_mcp.state.outbox import enqueue
-
         key = idempotency_key or derive_key(
             "contact.note", {"c": connector.connection, "id": contact_id, "b": body}
         )
-        db = await rt.database()
-        async with db.begin_write() as session:
-            op, created = await enqueue(
-                session,
-                idempotency_key=key,
-                connection=connector.connection,
-                action="contact.note",
-                payload={"contact_id": contact_id, "body": body},
-                entity_type="contact",
-                entity_id=contact_id,
-                now=rt.clock(),
-                deadline=timedelta(seconds=rt.settings.sync_deadline_seconds),
-            )
+        command = ContactNote(contact_id=contact_id, body=body)
+        op, created = await queue_write(rt, command, key=key, connection=connector.connection)
         return WriteResult(
             local_id=contact_id,
             sync_operation_id=op.id,
@@ -412,12 +391,13 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
 
 
 async def _resolve_fields(rt: Runtime, connection: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Map keys (`contact.budget`, `budget`) or ids to field ids; unknown names are a tool error now."""
+    """Map keys (`contact.budget`, `budget`) or ids to the field's id (its key where the CRM
+    addresses fields by key and gives them no id); unknown names are a tool error now."""
     fields = await rt.connector(connection, CustomFields).list_custom_fields()
     by_name: dict[str, str] = {}
     for f in fields:
-        if f.id:
-            by_name.update({f.id: f.id, f.key: f.id, f.key.split(".", 1)[-1]: f.id})
+        target = f.id or f.key
+        by_name.update({target: target, f.key: target, f.key.split(".", 1)[-1]: target})
     unknown = [k for k in values if k not in by_name]
     if unknown:
         known = ", ".join(sorted(f.key for f in fields)[:30])

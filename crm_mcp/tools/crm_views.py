@@ -57,7 +57,7 @@ class TaskItem(BaseModel):
 
 class AppointmentItem(BaseModel):
     id: str | None
-    calendar_id: str
+    calendar_id: str | None = Field(None, description="None where the CRM has no calendars.")
     start_time: datetime
     end_time: datetime | None = None
     status: str

@@ -9,7 +9,7 @@ because the agent may have just learned them from the lead.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -17,7 +17,8 @@ from pydantic import BaseModel, Field
 
 from crm_mcp.connectors.base import Appointments, Contacts, CustomFields, Notes
 from crm_mcp.scoring import Factor, LeadFacts, ScoringRules, load_rules, score_lead
-from crm_mcp.tools._base import crm_tool
+from crm_mcp.sync.commands import ContactData, FollowUpTask, LeadApply
+from crm_mcp.tools._base import crm_tool, queue_write
 from crm_mcp.tools.appointments import ConnectionArg, IdempotencyArg, derive_key
 from crm_mcp.tools.crm_queries import EMAIL_PATTERN, ID_PATTERN, PHONE_PATTERN
 
@@ -243,69 +244,60 @@ async def _apply(
     if not out.contact_id and not (lead.email or lead.phone):
         raise ToolError("apply=true needs contact_id, or an email or phone to create the contact in the CRM.")
     from crm_mcp.state.models import Lead
-    from crm_mcp.state.outbox import enqueue
 
     natural = out.contact_id or (lead.email or "").lower() or lead.phone
     lead_id = str(uuid.uuid5(_NS, f"{connection}:{natural}"))
     why = "; ".join(f"{f.name} {f.points:g}/{f.max:g}: {f.evidence}" for f in out.factors if f.points)
-    payload: dict[str, Any] = {
-        "lead_id": lead_id,
-        "contact_id": out.contact_id,
-        "score": out.score,
-        "band": out.band,
-        "tags": out.tags,
-        "score_field": rules.actions.score_field,
-        "contact": None
+    command = LeadApply(
+        lead_id=lead_id,
+        contact_id=out.contact_id,
+        score=out.score,
+        band=out.band,
+        tags=out.tags,
+        score_field=rules.actions.score_field,
+        contact=None
         if out.contact_id
-        else {
-            "first_name": lead.first_name,
-            "last_name": lead.last_name,
-            "email": (lead.email or "").lower() or None,
-            "phone": lead.phone,
-            "company_name": lead.company_name,
-            "source": lead.source,
-            "tags": out.tags,
-        },
-        "task": {
-            "title": f"{rules.actions.follow_up_task_title}: {out.lead_name or 'lead'}"[:200],
-            "body": f"Lead score {out.score} ({out.band}). {why}"[:2000],
-            "due_hours": rules.actions.follow_up_due_hours,
-        }
+        else ContactData(
+            first_name=lead.first_name,
+            last_name=lead.last_name,
+            email=(lead.email or "").lower() or None,
+            phone=lead.phone,
+            company_name=lead.company_name,
+            source=lead.source,
+            tags=out.tags,
+        ),
+        task=FollowUpTask(
+            title=f"{rules.actions.follow_up_task_title}: {out.lead_name or 'lead'}"[:200],
+            body=f"Lead score {out.score} ({out.band}). {why}"[:2000],
+            due_hours=rules.actions.follow_up_due_hours,
+        )
         if follow_up
         else None,
-    }
-    key = key or derive_key("lead.apply", {"connection": connection, **payload})
-    db = await rt.database()
+    )
+    key = key or derive_key("lead.apply", {"connection": connection, **command.payload()})
     now = rt.clock()
-    async with db.begin_write() as session:
-        op, created = await enqueue(
-            session,
-            idempotency_key=key,
-            connection=connection,
-            action="lead.apply",
-            payload=payload,
-            entity_type="lead",
-            entity_id=lead_id,
-            now=now,
-            deadline=timedelta(seconds=rt.settings.sync_deadline_seconds),
-        )
-        if created:
-            row = await session.get(Lead, lead_id)
-            if row is None:
-                row = Lead(id=lead_id, connection=connection, status="new", created_at=now, data={})
-                session.add(row)
-            for attr, width in _LEAD_COLUMNS.items():
-                value = getattr(lead, attr)
-                if value:
-                    setattr(row, attr, (value.lower() if attr == "email" else value)[:width])
-            row.data = {
-                **(row.data or {}),
-                "score": out.score,
-                "band": out.band,
-                "contact_id": out.contact_id,
-                "scored_at": now.isoformat(),
-            }
-            row.updated_at = now
+
+    async def write_local(session: Any, created: bool) -> None:
+        if not created:
+            return
+        row = await session.get(Lead, lead_id)
+        if row is None:
+            row = Lead(id=lead_id, connection=connection, status="new", created_at=now, data={})
+            session.add(row)
+        for attr, width in _LEAD_COLUMNS.items():
+            value = getattr(lead, attr)
+            if value:
+                setattr(row, attr, (value.lower() if attr == "email" else value)[:width])
+        row.data = {
+            **(row.data or {}),
+            "score": out.score,
+            "band": out.band,
+            "contact_id": out.contact_id,
+            "scored_at": now.isoformat(),
+        }
+        row.updated_at = now
+
+    op, created = await queue_write(rt, command, key=key, connection=connection, local=write_local)
     out.applied, out.sync_operation_id, out.sync_status = True, op.id, op.status
     out.replayed = not created
     out.message = "Score, tags and task queued for the CRM." if created else "Replayed the saved operation."

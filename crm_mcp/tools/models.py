@@ -22,7 +22,9 @@ class AppointmentRecord(BaseModel):
 
     id: str = Field(description="Local appointment id; pass it to update_appointment_status.")
     connection: str
-    calendar_id: str
+    calendar_id: str | None = Field(
+        None, description="CRM calendar id; none where the CRM has no calendars (its meetings)."
+    )
     contact: ContactInfo
     start_time: datetime
     end_time: datetime | None = None

@@ -11,13 +11,14 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from crm_mcp.connectors.base import APPOINTMENT_STATUSES
 from crm_mcp.errors import NotFoundError
-from crm_mcp.state.models import Appointment, ExternalRef, Lead, SyncOperation
-from crm_mcp.state.outbox import enqueue
-from crm_mcp.tools.appointments import appointment_payload
+from crm_mcp.state import refs
+from crm_mcp.state.models import Appointment, Lead, SyncOperation
+from crm_mcp.sync.commands import AppointmentChange, Command, ContactData, ContactUpsert, queue
+from crm_mcp.tools.appointments import create_command
 from crm_mcp.tools.validate_report import (
     LIST_CAP,
     Duplicate,
@@ -30,7 +31,7 @@ from crm_mcp.tools.validate_report import (
     summary_for,
 )
 
-Fix = tuple[str, str, str, dict[str, Any], list[int]]  # issue, local id, action, payload, stale ref ids
+Fix = tuple[str, str, Command, list[int]]  # issue, local id, the command that fixes it, stale ref ids
 
 
 async def run_validation(
@@ -46,26 +47,8 @@ async def run_validation(
             q = q.where(model.updated_at >= since)
         rows = list((await s.execute(q.order_by(model.updated_at.desc()).limit(sample))).scalars())
         ids = [r.id for r in rows]
-        refs: dict[str, dict[str, ExternalRef]] = defaultdict(dict)
-        for ref in (
-            await s.execute(
-                select(ExternalRef).where(
-                    ExternalRef.connection == connection,
-                    ExternalRef.local_type == local_type,
-                    ExternalRef.local_id.in_(ids),
-                )
-            )
-        ).scalars():
-            refs[ref.local_id][ref.remote_type] = ref
-        known_remote = set(
-            (
-                await s.execute(
-                    select(ExternalRef.remote_id).where(
-                        ExternalRef.connection == connection, ExternalRef.remote_type == "appointment"
-                    )
-                )
-            ).scalars()
-        )
+        linked = await refs.refs_for(s, connection, local_type, ids)
+        known_remote = await refs.remote_ids(s, connection, "appointment")
         ops: dict[str, list[SyncOperation]] = defaultdict(list)
         for op in (
             await s.execute(
@@ -96,7 +79,7 @@ async def run_validation(
             report.pending += 1
             continue
         remote_type = "appointment" if obj == "appointment" else "contact"
-        ref = refs[row.id].get(remote_type)
+        ref = linked[row.id].get(remote_type)
         if ref is None:
             if obj == "contact" and await _found_by_email(connector, row):
                 report.in_sync += 1
@@ -105,7 +88,7 @@ async def run_validation(
                 f"; its operation is dead: {(dead[0].last_error or '')[:160]}" if dead else ""
             )
             report.missing_remote.append(Issue(local_id=row.id, detail=why))
-            fixes.append(("missing_remote", row.id, *_create_fix(row, obj), []))
+            fixes.append(("missing_remote", row.id, _create_fix(row, obj), []))
             continue
         try:
             remote = await (
@@ -114,7 +97,7 @@ async def run_validation(
                 else connector.get_contact(ref.remote_id)
             )
         except NotFoundError:
-            stale = [r.id for r in refs[row.id].values()] if obj == "appointment" else [ref.id]
+            stale = [r.id for r in linked[row.id].values()] if obj == "appointment" else [ref.id]
             report.stale_mappings.append(
                 Issue(
                     local_id=row.id,
@@ -122,10 +105,10 @@ async def run_validation(
                     detail=f"the CRM {remote_type} was deleted (404)",
                 )
             )
-            fixes.append(("stale_mapping", row.id, *_create_fix(row, obj), stale))
+            fixes.append(("stale_mapping", row.id, _create_fix(row, obj), stale))
             continue
-        if obj == "appointment" and "contact" in refs[row.id]:
-            contacts[refs[row.id]["contact"].remote_id] = row.id
+        if obj == "appointment" and "contact" in linked[row.id]:
+            contacts[linked[row.id]["contact"].remote_id] = row.id
         diff = diff_appointment(row, remote) if obj == "appointment" else diff_contact(row, remote)
         if not diff:
             report.in_sync += 1
@@ -142,7 +125,7 @@ async def run_validation(
             )
         fix = _update_fix(row, obj, diff)
         if fix:
-            fixes.append(("mismatch", row.id, *fix, []))
+            fixes.append(("mismatch", row.id, fix, []))
     await ctx.report_progress(len(rows), len(rows) + 1, "checking duplicates and CRM-only records")
     await _crm_side(connector, rows, contacts, known_remote, report)
     if repair_key and fixes:
@@ -186,24 +169,24 @@ async def _crm_side(
                 )
 
 
-def _create_fix(row: Any, obj: str) -> tuple[str, dict[str, Any]]:
+def _create_fix(row: Any, obj: str) -> Command:
     if obj == "appointment":
-        return "appointment.create", appointment_payload(row)
+        return create_command(row)
     data = row.data or {}
-    contact = {
-        "first_name": row.first_name or "Unknown",
-        "last_name": row.last_name,
-        "email": row.email,
-        "phone": row.phone,
-        "company_name": data.get("company_name"),
-        "source": row.source,
-        "tags": list(data.get("tags") or []),
-        "custom_fields": dict(data.get("custom_fields") or {}),
-    }
-    return "contact.upsert", {"lead_id": row.id, "contact": contact}
+    contact = ContactData(
+        first_name=row.first_name or "Unknown",
+        last_name=row.last_name,
+        email=row.email,
+        phone=row.phone,
+        company_name=data.get("company_name"),
+        source=row.source,
+        tags=list(data.get("tags") or []),
+        custom_fields=dict(data.get("custom_fields") or {}),
+    )
+    return ContactUpsert(lead_id=row.id, contact=contact)
 
 
-def _update_fix(row: Any, obj: str, diff: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+def _update_fix(row: Any, obj: str, diff: dict[str, Any]) -> Command | None:
     if obj == "contact":
         return _create_fix(row, obj)  # upsert by email/phone rewrites the contact from the local lead
     changes: dict[str, Any] = {}
@@ -216,12 +199,12 @@ def _update_fix(row: Any, obj: str, diff: dict[str, Any]) -> tuple[str, dict[str
         changes["title"] = row.title
     if not changes:
         return None
-    return "appointment.status", {
-        "appointment_id": row.id,
-        "action": "repair",
-        "reason": "validate_sync repair: local record wins",
-        "changes": changes,
-    }
+    return AppointmentChange(
+        appointment_id=row.id,
+        action_name="repair",
+        reason="validate_sync repair: local record wins",
+        changes=changes,
+    )
 
 
 async def _enqueue(rt: Any, connection: str, key: str, fixes: list[Fix]) -> list[Repair]:
@@ -229,18 +212,14 @@ async def _enqueue(rt: Any, connection: str, key: str, fixes: list[Fix]) -> list
     now = rt.clock()
     out: list[Repair] = []
     async with db.begin_write() as s:
-        for issue, local_id, action, payload, stale in fixes:
+        for issue, local_id, command, stale in fixes:
             if stale:
-                await s.execute(delete(ExternalRef).where(ExternalRef.id.in_(stale)))
-            entity = "appointment" if action.startswith("appointment") else "lead"
-            op, created = await enqueue(
+                await refs.unlink(s, stale)
+            op, created = await queue(
                 s,
-                idempotency_key=f"{key}:{issue}:{local_id}",
+                command,
+                key=f"{key}:{issue}:{local_id}",
                 connection=connection,
-                action=action,
-                payload=payload,
-                entity_type=entity,
-                entity_id=local_id,
                 now=now,
                 deadline=timedelta(seconds=rt.settings.sync_deadline_seconds),
             )
@@ -248,7 +227,7 @@ async def _enqueue(rt: Any, connection: str, key: str, fixes: list[Fix]) -> list
                 Repair(
                     issue=issue,
                     local_id=local_id,
-                    action=action,
+                    action=command.action,
                     sync_operation_id=op.id,
                     replayed=not created,
                 )

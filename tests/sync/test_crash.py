@@ -44,7 +44,7 @@ from crm_mcp.providers.gohighlevel.sandbox.simulator import (
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import Appointment
 from crm_mcp.state.outbox import enqueue
-from crm_mcp.tools.appointments import appointment_payload
+from crm_mcp.tools.appointments import create_command
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ async def _queue_bookings(url: str, n: int) -> None:
                     idempotency_key=f"crash-{i}",
                     connection="gohighlevel",
                     action="appointment.create",
-                    payload=appointment_payload(appt),
+                    payload=create_command(appt).payload(),
                     entity_type="appointment",
                     entity_id=appt.id,
                     now=now,

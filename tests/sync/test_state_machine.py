@@ -50,7 +50,7 @@ from crm_mcp.state.models import Appointment, InboxEvent, Lead, SyncOperation
 from crm_mcp.sync.actions import build_handlers
 from crm_mcp.sync.inbox import process_pending, store
 from crm_mcp.sync.worker import OutboxWorker
-from crm_mcp.tools.appointments import appointment_payload
+from crm_mcp.tools.appointments import create_command
 
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 settings.register_profile(
@@ -319,7 +319,7 @@ class OutboxMachine(RuleBasedStateMachine):
                 idempotency_key=op.key,
                 connection=CONN,
                 action="appointment.create",
-                payload=appointment_payload(appt),
+                payload=create_command(appt).payload(),
                 entity_type="appointment",
                 entity_id=op.appointment_id,
                 now=op.created_at,

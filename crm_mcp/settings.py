@@ -161,7 +161,7 @@ class Settings(BaseSettings):
                 raise ConfigurationError(f"[connections.{name}] in crm-mcp.toml needs a `provider` key.")
             provider = get_provider(str(table["provider"]))
             opts = {k: v for k, v in table.items() if k != "provider"}
-            for key in provider.url_options:
+            for key in provider.settings.url_fields:
                 if key in opts:
                     opts[key] = check_base_url(str(opts[key]), setting=f"connections.{name}.{key}")
             out.append(ConnectionSettings(name=name, provider=provider.name, options=opts))

@@ -165,7 +165,15 @@ class ResilientClient:
             else:
                 outcome = classify(response.status_code, response.headers, method)
                 self.limiter.observe(response.headers)
-                if counts_as_breaker_failure(response.status_code):
+                spent = (
+                    self._limiter_for_429(response, outcome.retry_after, extra)
+                    if outcome.kind is OutcomeKind.RATE_LIMITED
+                    else None
+                )
+                # a 429 on an endpoint's own budget says that budget is spent, not that the
+                # provider is failing: it must not pause every other call through the breaker
+                endpoint_429 = extra is not None and spent is extra
+                if counts_as_breaker_failure(response.status_code) and not endpoint_429:
                     self.breaker.record_failure()
                 else:
                     self.breaker.record_success()
@@ -174,8 +182,8 @@ class ResilientClient:
                     if logger.isEnabledFor(logging.DEBUG):  # redacting the path costs on every request
                         logger.debug("%s %s %s -> %s", self.provider, method, self._safe(path), status)
                     return response
-                if outcome.kind is OutcomeKind.RATE_LIMITED:
-                    self._limiter_for_429(response, outcome.retry_after, extra).note_429(outcome.retry_after)
+                if spent is not None:
+                    spent.note_429(outcome.retry_after)
                     reached = False  # refused before processing: safe to send again
                 if (
                     outcome.kind is OutcomeKind.REFRESH_AUTH

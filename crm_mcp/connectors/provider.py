@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crm_mcp.errors import ConfigurationError
+
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from crm_mcp.sandbox.faults import FaultInjector
+
     from .base import Connector, ProviderSpec
     from .webhooks import WebhookAdapter
 
@@ -32,6 +38,21 @@ class ProviderSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
     # TOML / option keys whose values are secrets (masked in generated config, registered for redaction)
     secret_options: ClassVar[frozenset[str]] = frozenset()
+    # options that are URLs: https only, plain http for loopback (also checked in crm-mcp.toml tables)
+    url_fields: ClassVar[tuple[str, ...]] = ("base_url",)
+
+    @model_validator(mode="after")
+    def _urls(self) -> Self:
+        from .http import check_base_url
+
+        for name in self.url_fields:
+            value = getattr(self, name, None)
+            if value:
+                try:
+                    setattr(self, name, check_base_url(str(value)))
+                except ConfigurationError as exc:
+                    raise ValueError(exc.message) from exc
+        return self
 
     def configured(self) -> bool:
         raise NotImplementedError
@@ -60,23 +81,58 @@ def provider_settings_config(prefix: str) -> SettingsConfigDict:
 
 
 class SandboxHandle(Protocol):
-    """A running simulator: its URL, the connection options that reach it, and how to stop it."""
+    """A running simulator: its URL, the connection options that reach it, and how to stop it.
+
+    The rest is what the conformance suite (tests/providers/test_conformance.py) drives, so every
+    provider is held to the same cases without the suite naming one:
+
+    - `sim`: the simulator object itself (provider-specific; for what this protocol does not name).
+    - `faults`: its switchable faults (`crm_mcp.sandbox.faults.FaultInjector`) on API calls.
+    - `connection_options()`: a connection with the simulator's static credentials, its tenant
+      (`ProviderSpec.tenant_option`) and what verifies its webhooks (public keys, app secret).
+    - `oauth_options()`: a connection through an OAuth app install instead (client id and
+      secret, a refresh token that works now, no static token); None when the provider has none.
+    - `expire_tokens()`: every access token issued so far stops working now, server-side (the
+      client's own expiry clock does not know); `token_grants()` counts the refresh grants made.
+    - `contact_count()`: live contacts, as the CRM sees them (not through a connector).
+    - `webhook_delivery(url, tenant=, timestamp=)`: the body and headers of one contact event
+      POSTed to `url`, signed as the provider signs it; for the connection's tenant, or for
+      `tenant` (another account's id); at `timestamp` (default now).
+    - `reset()`: forget records, faults, stats, rate-limit windows and issued tokens; the
+      seeded schema (custom fields, calendars) and the limits set stay.
+    """
 
     url: str
 
+    @property
+    def sim(self) -> Any: ...
+    @property
+    def faults(self) -> FaultInjector: ...
     def connection_options(self) -> dict[str, Any]: ...
     def credentials_text(self) -> list[str]: ...
     def set_limits(self, *, burst: int | None = None, interval_ms: int | None = None) -> None:
         """Change the simulated burst limit (requests per window) and window."""
         ...
 
+    def oauth_options(self) -> dict[str, Any] | None: ...
+    def expire_tokens(self) -> None: ...
+    def token_grants(self) -> int: ...
+    def contact_count(self) -> int: ...
+    def webhook_delivery(
+        self, url: str, *, tenant: str | None = None, timestamp: datetime | None = None
+    ) -> tuple[bytes, dict[str, str]]: ...
+    def reset(self) -> None: ...
     def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
 class SetupTemplate:
     """What the connector config generator needs: token scopes per tool group, the webhook
-    events to subscribe to, the limits to expect, and the options a connection takes."""
+    events to subscribe to, the limits to expect, and the options a connection takes.
+
+    `option_patterns` maps an option to (regex its value must fully match, an example value),
+    so a pasted id of the wrong shape is refused before it reaches a config file.
+    """
 
     scopes: Mapping[str, tuple[str, ...]]
     webhook_events: tuple[str, ...]
@@ -84,6 +140,7 @@ class SetupTemplate:
     required_options: tuple[str, ...]
     optional_options: tuple[str, ...] = ()
     auth_note: str = ""
+    option_patterns: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,7 +165,6 @@ class Provider:
     sandbox: Callable[[int], SandboxHandle] | None = None
     setup: SetupTemplate | None = None
     default_base_url: str = ""
-    url_options: tuple[str, ...] = field(default=("base_url",))
 
 
 def render_config(
@@ -146,3 +202,34 @@ def render_config(
     lines = [f"[connections.{name}]", f'provider = "{provider.name}"']
     lines += [f'{k} = "{v}"' for k, v in values.items()]
     return "\n".join(lines) + "\n"
+
+
+class HookSettings(ProviderSettings):
+    """A workflow tool's connection (n8n, Make, ...): the URL we call, and the Standard Webhooks
+    secret its deliveries to us are signed with (`webhook_secret`; several in crm-mcp.toml as
+    `webhook_secrets = [...]`, for rotation)."""
+
+    secret_options: ClassVar[frozenset[str]] = frozenset({"webhook_secret"})
+    url_fields: ClassVar[tuple[str, ...]] = ("url",)
+
+    url: str | None = None
+    secret: SecretStr | None = None
+
+    def configured(self) -> bool:
+        return bool(self.url) or self.secret is not None
+
+    def options(self) -> dict[str, Any]:
+        out = super().options()
+        out["webhook_secret"] = out.pop("secret")
+        return out
+
+
+def hook_provider(name: str, title: str, env_prefix: str, settings: type[HookSettings]) -> Provider:
+    """The declaration of a workflow tool that (today) only sends us Standard Webhooks."""
+
+    def webhooks() -> WebhookAdapter:
+        from .webhooks import StandardWebhookAdapter
+
+        return StandardWebhookAdapter(name)
+
+    return Provider(name=name, title=title, env_prefix=env_prefix, settings=settings, webhooks=webhooks)

@@ -36,7 +36,13 @@ def start_sandboxes(settings: Settings, stack: ExitStack | AsyncExitStack) -> Se
         started.append(provider.name)
         handle = provider.sandbox(0)
         stack.callback(handle.stop)
-        settings = settings.with_provider(provider.name, **handle.connection_options())
+        options = handle.connection_options()
+        # the sandbox replaces how the CRM is reached; webhook keys the user set explicitly stay
+        mine = settings.provider_settings(provider.name)
+        for key in mine.model_fields_set & options.keys():
+            if key.startswith("webhook_") or key == "app_secret":
+                del options[key]
+        settings = settings.with_provider(provider.name, **options)
         log.info("%s sandbox at %s", provider.title, handle.url)
     update: dict[str, Any] = {
         "sandbox": True,

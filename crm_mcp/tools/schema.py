@@ -44,10 +44,15 @@ SYNONYMS = {
     "finish": "end",
     "lead": "",
     "contact": "",
+    # crm-mcp's own fields are namespaced where a CRM's field names are global (crm_mcp_lead_score)
+    "crm": "",
+    "mcp": "",
 }
-# neutral type families: same family = compatible; TEXT accepts anything (lossy)
+# neutral type families: same family = compatible; TEXT accepts anything (lossy). Each CRM's own
+# type names (GoHighLevel's dataType, HubSpot's property type), upper-cased.
 FAMILIES = {
     "TEXT": "text",
+    "STRING": "text",
     "LARGE_TEXT": "text",
     "EMAIL": "text",
     "PHONE": "text",
@@ -56,12 +61,15 @@ FAMILIES = {
     "MONETORY": "number",
     "FLOAT": "number",
     "INTEGER": "number",
+    "NUMBER": "number",
     "DATE": "date",
     "DATETIME": "date",
     "CHECKBOX": "bool",
     "BOOLEAN": "bool",
+    "BOOL": "bool",
     "SINGLE_OPTIONS": "option",
     "RADIO": "option",
+    "ENUMERATION": "option",
     "MULTIPLE_OPTIONS": "options",
     "TAGS": "options",
     "JSON": "json",

@@ -70,11 +70,18 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def diff_appointment(local: Any, remote: Any) -> dict[str, tuple[Any, Any]]:
-    """Pure: field -> (local, remote) for every field that differs."""
+    """Pure: field -> (local, remote) for every field that differs.
+
+    A confirmed booking read back as scheduled is not drift: a CRM with one word for both (a
+    meeting outcome that is only "scheduled") cannot hold the difference.
+    """
+    remote_status = remote.status
+    if (local.status, remote_status) == ("confirmed", "scheduled"):
+        remote_status = local.status
     pairs = {
         "start_time": (local.start_time, remote.start_time),
         "end_time": (local.end_time, remote.end_time or local.end_time),
-        "status": (local.status, remote.status),
+        "status": (local.status, remote_status),
         "title": (local.title, remote.title),
         "calendar_id": (local.calendar_id, remote.calendar_id),
     }

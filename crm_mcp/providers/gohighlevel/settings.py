@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr
 
-from crm_mcp.connectors.http import check_base_url
 from crm_mcp.connectors.provider import ProviderSettings, provider_settings_config
-from crm_mcp.errors import ConfigurationError
 
 from .spec import DEFAULT_BASE_URL
 
@@ -33,14 +31,6 @@ class GoHighLevelSettings(ProviderSettings):
     client_id: str | None = None
     client_secret: SecretStr | None = None
     refresh_token: SecretStr | None = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        try:
-            return check_base_url(v)
-        except ConfigurationError as exc:
-            raise ValueError(exc.message) from exc
 
     def configured(self) -> bool:
         return self.token is not None or bool(self.location_id) or bool(self.client_id)

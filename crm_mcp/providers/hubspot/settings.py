@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr
 
-from crm_mcp.connectors.http import check_base_url
 from crm_mcp.connectors.provider import ProviderSettings, provider_settings_config
-from crm_mcp.errors import ConfigurationError
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 
@@ -32,14 +30,6 @@ class HubSpotSettings(ProviderSettings):
     base_url: str = DEFAULT_BASE_URL
     portal_id: str | None = None
     app_secret: SecretStr | None = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        try:
-            return check_base_url(v)
-        except ConfigurationError as exc:
-            raise ValueError(exc.message) from exc
 
     def configured(self) -> bool:
         return self.token is not None or bool(self.client_id) or bool(self.portal_id)

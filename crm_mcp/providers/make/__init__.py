@@ -7,39 +7,11 @@ Env: CRM_MCP_MAKE_URL, CRM_MCP_MAKE_SECRET (or `webhook_secrets = [...]` in a
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from pydantic import SecretStr
-
-from crm_mcp.connectors.provider import Provider, ProviderSettings, provider_settings_config
-from crm_mcp.connectors.webhooks import StandardWebhookAdapter, WebhookAdapter
+from crm_mcp.connectors.provider import HookSettings, hook_provider, provider_settings_config
 
 
-class MakeSettings(ProviderSettings):
+class MakeSettings(HookSettings):
     model_config = provider_settings_config("MAKE")
-    secret_options: ClassVar[frozenset[str]] = frozenset({"webhook_secret", "header_value"})
-
-    url: str | None = None
-    secret: SecretStr | None = None
-
-    def configured(self) -> bool:
-        return bool(self.url) or self.secret is not None
-
-    def options(self) -> dict[str, object]:
-        out = super().options()
-        out["webhook_secret"] = out.pop("secret")
-        return out
 
 
-def _webhooks() -> WebhookAdapter:
-    return StandardWebhookAdapter("make")
-
-
-PROVIDER = Provider(
-    name="make",
-    title="Make",
-    env_prefix="MAKE",
-    settings=MakeSettings,
-    webhooks=_webhooks,
-    url_options=("url",),
-)
+PROVIDER = hook_provider("make", "Make", "MAKE", MakeSettings)

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crm_mcp.providers.gohighlevel.sandbox.api import GHLApi
 from crm_mcp.providers.gohighlevel.sandbox.limits import RateLimiter, Stats
 from crm_mcp.providers.gohighlevel.sandbox.oauth import GHLOAuth
+from crm_mcp.sandbox.asgi import answer_after, buffered
 from crm_mcp.sandbox.faults import FaultInjector, apply_fault
 
 SANDBOX_TOKEN = "sandbox-ghl-token"  # noqa: S105 - a published test credential
@@ -76,44 +77,6 @@ async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
-async def _buffered(receive: Receive) -> Receive:
-    """Drain the request body now and hand back a ``receive`` that replays it."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            first: Message = message
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            break
-    pending = [first]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay
-
-
-def _answer_after(latency_s: float, send: Send) -> Send:
-    """Hold the response until `latency_s` after the request arrived: the simulated latency is the
-    CRM's whole service time, its own work included (a simulator that slept and then worked would
-    answer late by its work, more so under load). The request is applied first, as on a real
-    server: a client that gives up while we are "slow" has still made its write."""
-    loop = asyncio.get_running_loop()
-    due = loop.time() + latency_s
-
-    async def send_on_time(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        await send(message)
-
-    return send_on_time
-
-
 class _Pipeline:
     """Outer ASGI layer: latency, faults, auth, rate limit, Version header, stats, headers."""
 
@@ -136,9 +99,9 @@ class _Pipeline:
     async def _api_request(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         sb, cfg = self.sb, self.sb.config
         if cfg.latency_s > 0:
-            send = _answer_after(cfg.latency_s, send)
+            send = answer_after(cfg.latency_s, send)
         route = sb.route_template(scope)
-        receive = await _buffered(receive)
+        receive = await buffered(receive)
         recorded: dict[str, bool] = {}
 
         def counted(faulted: bool = False) -> Send:

@@ -1,41 +1,120 @@
 """`crm-mcp demo`: the end-to-end tour on the embedded default, through a real MCP client.
 
-It starts the GoHighLevel simulator in this process, launches `crm-mcp serve` as a subprocess
-speaking MCP over stdio (with a throwaway SQLite database), and drives it with the official
-client: book, confirm, cancel, complete; show the CRM side; break the CRM and watch a booking go
-dead; heal it and retry; print the status.
+It starts every registered provider's simulator in this process (`Provider.sandbox(0)`),
+launches `crm-mcp serve` as a subprocess speaking MCP over stdio, configured with each
+simulator's connection options as `CRM_MCP_<PREFIX>_<OPTION>` variables and a throwaway SQLite
+database, and drives it with the official client: book on the default connection, confirm,
+cancel, complete; book one appointment on each connection by name; show what reached each CRM;
+break a CRM (its `/_sandbox/faults` switch) and watch a booking go dead; heal it and retry;
+print the status with its verdict. Nothing here knows which providers exist: it is the same
+tour with one CRM or ten.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rich.console import Console
 from rich.table import Table
 
+from crm_mcp.settings import is_loopback_host
+
+if TYPE_CHECKING:
+    from crm_mcp.connectors.provider import Provider, SandboxHandle
+
 console = Console(stderr=False)
 
+PEOPLE = [
+    ("Ada", "Lovelace"),
+    ("Grace", "Hopper"),
+    ("Alan", "Turing"),
+    ("Katherine", "Johnson"),
+    ("Margaret", "Hamilton"),
+    ("Barbara", "Liskov"),
+    ("Edsger", "Dijkstra"),
+]
 
-def child_env(base_url: str, db_path: Path) -> dict[str, str]:
-    from crm_mcp.providers.gohighlevel.sandbox.simulator import (
-        SANDBOX_CALENDAR_ID,
-        SANDBOX_LOCATION_ID,
-        SANDBOX_TOKEN,
-    )
 
+@runtime_checkable
+class Summarized(Protocol):
+    """A sandbox handle that can say what its CRM holds: ("appointment", line) rows and counts."""
+
+    def summary(self) -> list[tuple[str, str]]: ...
+
+
+@dataclass
+class Sandbox:
+    """One running simulator and the connection (named after its provider) that reaches it."""
+
+    provider: Provider
+    handle: SandboxHandle
+    booked: int = 0  # appointments the tour sent to this CRM
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+
+@dataclass
+class Tour:
+    client: Any
+    sandboxes: list[Sandbox]
+    default: Sandbox
+    people: list[tuple[str, str]] = field(default_factory=lambda: list(PEOPLE))
+
+    async def book(self, start: str, sandbox: Sandbox, *, named: bool) -> dict[str, Any]:
+        """Book the next person; on `sandbox`'s connection by name, or on the default (unnamed)."""
+        first, last = self.people.pop(0)
+        email = f"{first.lower()}@example.com"
+        args = {
+            "first_name": first,
+            "last_name": last,
+            "email": email,
+            "start_time": start,
+            "timezone": "America/New_York",
+            "title": f"Consultation with {first}",
+            "notes": "Booked by the crm-mcp demo",
+            "idempotency_key": f"demo-{email}",
+        }
+        r = await call(
+            self.client, "create_appointment", {**args, "connection": sandbox.name} if named else args
+        )
+        sandbox.booked += 1
+        console.print(
+            f"  booked {r['appointment']['id']} for {first} on {sandbox.name} -> op {r['sync_operation_id']}"
+        )
+        return r
+
+
+def start_sandboxes() -> list[Sandbox]:
+    """Every registered provider's simulator that has a CRM API to call, on loopback."""
+    from crm_mcp.connectors.registry import providers
+
+    return [
+        Sandbox(p, p.sandbox(0)) for p in providers() if p.sandbox is not None and p.connector is not None
+    ]
+
+
+def child_env(sandboxes: list[Sandbox], default: Sandbox, db_path: Path) -> dict[str, str]:
+    """The server's environment: each sandbox's options as its provider's env vars, fast retries."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_MCP_")}
+    for sb in sandboxes:
+        for option, value in sb.handle.connection_options().items():
+            if value is not None:
+                env[f"CRM_MCP_{sb.provider.env_prefix}_{option.upper()}"] = str(value)
     env.update(
         {
-            "CRM_MCP_GHL_BASE_URL": base_url,
-            "CRM_MCP_GHL_TOKEN": SANDBOX_TOKEN,
-            "CRM_MCP_GHL_LOCATION_ID": SANDBOX_LOCATION_ID,
-            "CRM_MCP_GHL_CALENDAR_ID": SANDBOX_CALENDAR_ID,
+            "CRM_MCP_DEFAULT_CONNECTION": default.name,
             "CRM_MCP_DATABASE_URL": f"sqlite+aiosqlite:///{db_path}",
             "CRM_MCP_SYNC_BACKOFF_BASE_SECONDS": "0.2",
             "CRM_MCP_SYNC_BACKOFF_CAP_SECONDS": "0.5",
@@ -69,137 +148,155 @@ async def wait_settled(client: Any, *, within_s: float = 30.0) -> dict[str, Any]
             await asyncio.sleep(0.2)
 
 
-def show_crm(sim: Any) -> None:
-    snap = sim.snapshot()
-    table = Table(title="In the GoHighLevel sandbox", show_lines=False)
-    table.add_column("appointment")
-    table.add_column("contact")
-    table.add_column("start")
-    table.add_column("status")
-    contacts = {c["id"]: c for c in snap["contacts"]}
-    for a in snap["appointments"]:
-        c = contacts.get(a.get("contactId"), {})
+async def set_fault(url: str, fault: dict[str, Any] | None) -> None:
+    """Switch a simulator's fault on (POST the rule) or off (DELETE) over its control plane."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not is_loopback_host(parts.hostname):
+        raise ValueError(f"not a loopback simulator: {url}")
+    request = urllib.request.Request(  # noqa: S310 - checked above: our own loopback simulator
+        f"{url}/_sandbox/faults",
+        data=json.dumps(fault).encode() if fault else None,
+        method="POST" if fault else "DELETE",
+        headers={"content-type": "application/json"},
+    )
+
+    def send() -> None:
+        with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - as above
+            pass
+
+    await asyncio.to_thread(send)
+
+
+def appointments_in(sb: Sandbox) -> list[str] | None:
+    """The appointment lines the CRM itself holds; None when its handle cannot say."""
+    if not isinstance(sb.handle, Summarized):
+        return None
+    return [line for kind, line in sb.handle.summary() if kind == "appointment"]
+
+
+def show_crms(sandboxes: list[Sandbox]) -> None:
+    for sb in sandboxes:
+        if not isinstance(sb.handle, Summarized):
+            console.print(f"{sb.provider.title} sandbox: (its simulator gives no summary)")
+            continue
+        rows = sb.handle.summary()
+        table = Table("appointment (as the CRM stores it)", title=f"In the {sb.provider.title} sandbox")
+        for kind, line in rows:
+            if kind == "appointment":
+                table.add_row(line)
+        console.print(table)
+        console.print("  ".join(f"{kind}: {value}" for kind, value in rows if kind != "appointment"))
+
+
+def show_dead_letters(dlq: dict[str, Any]) -> None:
+    table = Table("entry", "connection", "action", "attempts", "last error", title="Dead-letter queue")
+    for e in dlq["entries"]:
+        last = e["error_history"][-1] if e["error_history"] else {}
         table.add_row(
-            a["id"],
-            f"{c.get('firstName', '')} {c.get('lastName', '')}".strip(),
-            a["startTime"],
-            a.get("appointmentStatus", ""),
+            e["id"][:8],
+            str(e.get("connection", "")),
+            e["action"],
+            str(e["attempts"]),
+            f"{last.get('error_type', '')} {last.get('status_code') or ''}".strip(),
         )
     console.print(table)
-    console.print(
-        f"contacts: {len(snap['contacts'])}  notes: {len(snap['notes'])}  tasks: {len(snap['tasks'])}"
+
+
+async def tour(t: Tour) -> int:
+    d = t.default
+    console.rule(f"1. Book three appointments on the default connection ({d.name})")
+    booked = [
+        await t.book(start, d, named=False)
+        for start in ("2026-12-01T10:00:00", "2026-12-01T11:00:00", "2026-12-01T14:00:00")
+    ]
+    await wait_settled(t.client)
+
+    console.rule("2. Confirm one, cancel one, complete one")
+    a, b, c = (r["appointment"]["id"] for r in booked)
+    await call(t.client, "update_appointment_status", {"appointment_id": a, "action": "confirm"})
+    await call(
+        t.client,
+        "update_appointment_status",
+        {"appointment_id": b, "action": "cancel", "reason": "customer asked to reschedule"},
     )
+    await call(t.client, "update_appointment_status", {"appointment_id": c, "action": "complete"})
+    await wait_settled(t.client)
+
+    console.rule("3. One appointment on each CRM, by connection name")
+    for i, sb in enumerate(t.sandboxes):
+        await t.book(f"2026-12-03T{9 + i:02d}:00:00", sb, named=True)
+    await wait_settled(t.client)
+    show_crms(t.sandboxes)
+
+    console.rule(f"4. {d.provider.title} starts failing")
+    await set_fault(d.handle.url, {"kind": "error", "status": 503})
+    failing_op = (await t.book("2026-12-02T09:00:00", d, named=False))["sync_operation_id"]
+    console.print(f"  booked locally: op {failing_op}; the worker retries with backoff...")
+    await wait_settled(t.client, within_s=60)
+    show_dead_letters(await call(t.client, "list_dead_letters"))
+
+    console.rule(f"5. Heal {d.provider.title} and retry")
+    await set_fault(d.handle.url, None)
+    r = await call(t.client, "retry_failed_sync", {"operation_id": failing_op})
+    console.print(f"  {r['message']}")
+    st = await wait_settled(t.client)
+    show_crms(t.sandboxes)
+
+    console.rule("6. Sync status")
+    return report(st, t.sandboxes)
+
+
+def report(st: dict[str, Any], sandboxes: list[Sandbox]) -> int:
+    """Print the verdict and the summary line; 0 when every booking reached its CRM."""
+    console.print(
+        f"verdict: [bold]{st['verdict']}[/]  totals: {st['totals']}  dead letters: {st['dead_letters']}"
+    )
+    for reason in st.get("reasons", []):
+        console.print(f"  why: {reason}")
+    for advice in st.get("recommendations", []):
+        console.print(f"  next: {advice}")
+    counts = {sb.name: appointments_in(sb) for sb in sandboxes}
+    reached = all(counts[sb.name] is None or len(counts[sb.name] or []) == sb.booked for sb in sandboxes)
+    total = sum(len(lines) for lines in counts.values() if lines is not None)
+    per_crm = ", ".join(f"{n}: {len(lines) if lines is not None else '?'}" for n, lines in counts.items())
+    dead = st["totals"].get("dead", 0)
+    ok = dead == 0 and reached
+    console.print(
+        f"[bold {'green' if ok else 'red'}]Summary:[/] "
+        f"{st['totals'].get('succeeded', 0)} operations delivered, "
+        f"{total} appointments in {len(sandboxes)} CRM(s) ({per_crm}), "
+        f"1 failure recovered from the dead-letter queue, {dead} still dead."
+    )
+    return 0 if ok else 1
 
 
 async def run_demo() -> int:
     from mcp import Client, StdioServerParameters
 
-    from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
-
-    sim, server = start_ghl_sandbox()
-    tmp = Path(tempfile.mkdtemp(prefix="crm-mcp-demo-"))
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "crm_mcp", "serve"], env=child_env(server.url, tmp / "demo.db")
-    )
-    console.rule("[bold]crm-mcp demo")
-    console.print(f"GoHighLevel sandbox: {server.url}   database: {tmp / 'demo.db'}")
+    sandboxes = start_sandboxes()
     try:
+        if not sandboxes:
+            console.print("No registered provider has a simulator: nothing to tour.")
+            return 1
+        default = next((s for s in sandboxes if "appointments" in s.provider.capabilities), sandboxes[0])
+        tmp = Path(tempfile.mkdtemp(prefix="crm-mcp-demo-"))
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "crm_mcp", "serve"],
+            env=child_env(sandboxes, default, tmp / "demo.db"),
+        )
+        console.rule("[bold]crm-mcp demo")
+        for sb in sandboxes:
+            console.print(f"{sb.provider.title} sandbox: {sb.handle.url}   connection: {sb.name}")
+            for line in sb.handle.credentials_text():
+                console.print(f"  [dim]{line}[/]", highlight=False)
+        console.print(f"database: {tmp / 'demo.db'}   default connection: {default.name}")
         async with Client(params, cache=None) as client:
             tools = await client.list_tools()
             console.print(
                 f"Connected over stdio: {len(tools.tools)} tools ({', '.join(t.name for t in tools.tools)})"
             )
-
-            console.rule("1. Book three appointments")
-            people = [
-                ("Ada", "Lovelace", "ada@example.com", "2026-12-01T10:00:00"),
-                ("Grace", "Hopper", "grace@example.com", "2026-12-01T11:00:00"),
-                ("Alan", "Turing", "alan@example.com", "2026-12-01T14:00:00"),
-            ]
-            booked = []
-            for first, last, email, start in people:
-                r = await call(
-                    client,
-                    "create_appointment",
-                    {
-                        "first_name": first,
-                        "last_name": last,
-                        "email": email,
-                        "start_time": start,
-                        "timezone": "America/New_York",
-                        "title": f"Consultation with {first}",
-                        "notes": "Booked by the crm-mcp demo",
-                        "idempotency_key": f"demo-{email}",
-                    },
-                )
-                booked.append(r)
-                console.print(f"  booked {r['appointment']['id']} for {first} -> op {r['sync_operation_id']}")
-            await wait_settled(client)
-
-            console.rule("2. Confirm one, cancel one, complete one")
-            a, b, c = (r["appointment"]["id"] for r in booked)
-            await call(client, "update_appointment_status", {"appointment_id": a, "action": "confirm"})
-            await call(
-                client,
-                "update_appointment_status",
-                {"appointment_id": b, "action": "cancel", "reason": "customer asked to reschedule"},
-            )
-            await call(client, "update_appointment_status", {"appointment_id": c, "action": "complete"})
-            await wait_settled(client)
-            show_crm(sim)
-
-            console.rule("3. The CRM starts failing")
-            sim.faults.set("error", status=503)
-            r = await call(
-                client,
-                "create_appointment",
-                {
-                    "first_name": "Edsger",
-                    "last_name": "Dijkstra",
-                    "email": "edsger@example.com",
-                    "start_time": "2026-12-02T09:00:00",
-                    "timezone": "America/New_York",
-                    "idempotency_key": "demo-edsger",
-                },
-            )
-            failing_op = r["sync_operation_id"]
-            console.print(f"  booked locally: op {failing_op}; the worker retries with backoff...")
-            await wait_settled(client, within_s=60)
-            dlq = await call(client, "list_dead_letters")
-            table = Table("entry", "action", "attempts", "last error", title="Dead-letter queue")
-            for e in dlq["entries"]:
-                last = e["error_history"][-1] if e["error_history"] else {}
-                table.add_row(
-                    e["id"][:8],
-                    e["action"],
-                    str(e["attempts"]),
-                    f"{last.get('error_type', '')} {last.get('status_code') or ''}".strip(),
-                )
-            console.print(table)
-
-            console.rule("4. Heal the CRM and retry")
-            sim.faults.clear()
-            r = await call(client, "retry_failed_sync", {"operation_id": failing_op})
-            console.print(f"  {r['message']}")
-            st = await wait_settled(client)
-            show_crm(sim)
-
-            console.rule("5. Sync status")
-            console.print(
-                f"verdict: [bold]{st['verdict']}[/]  totals: {st['totals']}  "
-                f"dead letters: {st['dead_letters']}"
-            )
-            for reason in st.get("reasons", []):
-                console.print(f"  why: {reason}")
-            for advice in st.get("recommendations", []):
-                console.print(f"  next: {advice}")
-            delivered = st["totals"].get("succeeded", 0)
-            ok = st["totals"].get("dead", 0) == 0 and len(sim.snapshot()["appointments"]) == 4
-            console.print(
-                f"[bold {'green' if ok else 'red'}]Summary:[/] {delivered} operations delivered, "
-                f"4 appointments in the CRM, 1 failure recovered from the dead-letter queue, "
-                f"{st['totals'].get('dead', 0)} still dead."
-            )
-            return 0 if ok else 1
+            return await tour(Tour(client, sandboxes, default))
     finally:
-        server.stop()
+        for sb in sandboxes:
+            sb.handle.stop()

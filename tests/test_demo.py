@@ -1,4 +1,5 @@
-"""`crm-mcp demo` is the README's first command: it must run to its summary line and exit 0."""
+"""`crm-mcp demo` is the README's first command: it must run to its summary line and exit 0, touring
+every provider's simulator."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def test_demo_runs_end_to_end(tmp_path: object) -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Summary:" in out.stdout
-    assert "4 appointments in the CRM" in out.stdout
+    # three on the default connection, one on each connection by name, one dead then recovered
+    assert "6 appointments in 2 CRM(s) (gohighlevel: 5, hubspot: 1)" in out.stdout
     assert "0 still dead" in out.stdout
     assert "UpstreamUnavailableError" in out.stdout  # the dead letter was shown with its cause
+    assert "In the GoHighLevel sandbox" in out.stdout and "In the HubSpot sandbox" in out.stdout

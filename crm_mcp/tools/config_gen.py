@@ -1,58 +1,82 @@
-"""generate_connector_config: a validated GoHighLevel connection config, with what it needs to work.
+"""generate_connector_config: a validated connection config for any registered CRM, with what it
+needs to work.
 
-Most failed integrations fail at setup: a token without the right scopes, a location id pasted
-from the wrong place, a webhook never registered. This tool turns the inputs into the exact .env
-lines or crm-mcp.toml table, lists the OAuth scopes the wanted tools need, the webhook URL and
-events to register and the limits that apply, and (verify=true) tries the credentials live and
-says precisely what is wrong. The token is never echoed back in full.
+Most failed integrations fail at setup: a token without the right scopes, an account id pasted
+from the wrong place, a webhook never registered. This tool turns non-secret options into the
+exact .env lines or crm-mcp.toml table, lists the scopes the wanted tools need, the webhook URL
+and events to register and the limits that apply, and (verify=true) checks the connection as it
+is configured on this server, saying precisely what to fix. Everything provider-specific comes
+from the provider's `SetupTemplate`, settings model and `ProviderSpec`.
+
+Secrets never pass through here: the tool refuses a token or client secret in `options` and
+prints a placeholder where one goes, so the model never has to handle a credential. For the
+same reason verify never takes credentials or a URL from the call (no port probing).
 """
 
 from __future__ import annotations
 
+import inspect
 import re
-import time
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast, get_args
 
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
 
+from crm_mcp.connectors.provider import Provider, SetupTemplate, render_config
+from crm_mcp.connectors.registry import get_provider, providers
+from crm_mcp.errors import ConfigurationError, redact
+from crm_mcp.settings import check_base_url
 from crm_mcp.tools._base import crm_tool
+from crm_mcp.tools.config_verify import Check, verify_connection
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
     from crm_mcp.runtime import Runtime
 
-GHL_API = "https://services.leadconnectorhq.com"
-GHL_ID = re.compile(r"[A-Za-z0-9]{20}")
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
-WEBHOOK_EVENTS = [
-    "ContactCreate",
-    "ContactUpdate",
-    "AppointmentCreate",
-    "AppointmentUpdate",
-    "AppointmentDelete",
+
+NameArg = Annotated[
+    str | None,
+    Field(
+        max_length=64, description="Connection name (default: the provider's name).", examples=["clinic-east"]
+    ),
 ]
-_R_CONTACTS, _W_CONTACTS = "contacts.readonly", "contacts.write"
-_R_CAL, _R_EVENTS, _W_EVENTS = "calendars.readonly", "calendars/events.readonly", "calendars/events.write"
-_R_FIELDS, _R_LOCATION = "locations/customFields.readonly", "locations.readonly"
-TOOL_SCOPES: dict[str, list[str]] = {
-    "search_contacts": [_R_CONTACTS],
-    "get_contact": [_R_CONTACTS, _R_EVENTS, _R_FIELDS],
-    "upsert_contact": [_W_CONTACTS, _R_FIELDS],
-    "add_contact_note": [_R_CONTACTS, _W_CONTACTS],
-    "find_free_slots": [_R_CAL],
-    "create_appointment": [_W_CONTACTS, _R_CAL, _R_EVENTS, _W_EVENTS, _R_FIELDS],
-    "update_appointment_status": [_W_CONTACTS, _W_EVENTS, _R_FIELDS],
-    "qualify_lead": [_R_CONTACTS, _W_CONTACTS, _R_EVENTS, _R_FIELDS],
-    "analyze_crm_schema": [_R_FIELDS],
-    "validate_sync": [_R_CONTACTS, _R_EVENTS],
-    "check_integration_health": [_R_LOCATION],
-    "get_sync_status": [],
-    "list_dead_letters": [],
-    "retry_failed_sync": [],
-    "generate_connector_config": [],
-}
+OptionValue = Annotated[str, Field(max_length=300)] | int | bool
+OptionsArg = Annotated[
+    dict[Annotated[str, Field(max_length=64)], OptionValue] | None,
+    Field(
+        max_length=20,
+        description="Non-secret connection options (account, calendar or portal id, base_url...). "
+        "Never a token or secret: set those yourself where next_steps says.",
+        examples=[{"location_id": "ve9EPM428h8vShlRW1KT"}, {"portal_id": "20385638"}],
+    ),
+]
+ToolsArg = Annotated[
+    list[Annotated[str, Field(max_length=64)]] | None,
+    Field(
+        max_length=30,
+        description="Tools you will use (default: all); decides the scopes.",
+        examples=[["create_appointment", "search_contacts"]],
+    ),
+]
+FormatArg = Annotated[Literal["env", "toml"], Field(description=".env lines or a crm-mcp.toml table.")]
+UrlArg = Annotated[
+    str | None,
+    Field(
+        max_length=300,
+        description="Public https URL of this server, for the webhook URL.",
+        examples=["https://crm.example.com"],
+    ),
+]
+VerifyArg = Annotated[
+    bool,
+    Field(
+        description="Check the connection named `name` as configured on this server "
+        "(credentials, calendars, fields); never credentials from this call."
+    ),
+]
 
 
 class ScopeNeed(BaseModel):
@@ -60,299 +84,281 @@ class ScopeNeed(BaseModel):
     needed_by: list[str] = Field(description="Wanted tools that need this scope.")
 
 
-class Check(BaseModel):
-    name: str
-    ok: bool
-    detail: str
-    latency_ms: float | None = None
-
-
 class ConfigResult(BaseModel):
-    provider: Literal["gohighlevel"]
+    provider: str
     connection: str
     format: Literal["env", "toml"]
-    config_text: str = Field(description="Paste into .env or crm-mcp.toml; replace the masked token.")
-    token_masked: bool = Field(description="True: the token is shown as its first 4 characters + '…'.")
+    config_text: str = Field(description="Paste into .env or crm-mcp.toml; secrets are <placeholders>.")
     scopes: list[ScopeNeed]
-    scope_string: str = Field(description="Space-separated scopes for the GHL app / private integration.")
+    scope_string: str = Field(description="Space-separated scopes to grant the token or app.")
     webhook_url: str | None = Field(
-        None, description="Register this URL in the GHL app (needs public_base_url)."
+        None, description="Register this URL with the CRM (needs public_base_url)."
     )
     webhook_events: list[str]
-    rate_limits: dict[str, str]
+    limits: str
     verified: bool | None = Field(None, description="None: not verified (verify=false).")
     checks: list[Check] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     next_steps: list[str] = Field(default_factory=list)
 
 
-def mask(token: str) -> str:
-    return token[:4] + "…"
+# -- inputs ------------------------------------------------------------------------------------
+def secret_keys(provider: Provider) -> frozenset[str]:
+    """The provider's options whose values are secrets (declared, or typed SecretStr)."""
+    fields = provider.settings.model_fields
+    typed = {k for k, f in fields.items() if f.annotation is SecretStr or SecretStr in get_args(f.annotation)}
+    return provider.settings.secret_options | typed
 
 
-def validate_inputs(
+def option_text(value: str | int | bool) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def option_problem(provider: Provider, setup: SetupTemplate, key: str, value: str) -> str | None:
+    """What is wrong with one non-secret option, in one sentence; None when it is fine."""
+    field = provider.settings.model_fields[key]
+    pattern = setup.option_patterns.get(key)
+    if pattern and not re.fullmatch(pattern[0], value):
+        return (
+            f"options.{key}: a {provider.title} {key} looks like {pattern[1]}; "
+            f"got {len(value)} character(s) that do not match."
+        )
+    if key in provider.settings.url_fields:
+        try:
+            check_base_url(value, setting=f"options.{key}")
+        except ConfigurationError as exc:
+            return exc.message
+        return None
+    try:
+        TypeAdapter(field.annotation or str).validate_python(value)
+    except ValidationError as exc:
+        return f"options.{key}: {exc.errors()[0]['msg']}."
+    try:  # the one rule for what may go into a config file (no quotes, no line breaks)
+        render_config(provider, provider.name, {key: value}, "env")
+    except ConfigurationError as exc:
+        return f"options.{exc.message}"
+    return None
+
+
+def input_problems(
+    provider: Provider,
+    setup: SetupTemplate,
     name: str,
-    token: str | None,
-    location_id: str | None,
-    calendar_id: str | None,
+    options: Mapping[str, str],
     tools: list[str],
     public_base_url: str | None,
-    base_url: str | None,
 ) -> list[str]:
-    """Every problem at once, each naming the field, what is wrong and what a good value looks like."""
+    """Every problem at once, each naming the argument, what is wrong and what a good value looks like."""
     problems = []
     if not NAME.fullmatch(name):
         problems.append(
-            "name: lower-case letters, digits, '-' or '_', starting with a letter (e.g. 'gohighlevel')."
+            f"name: lower-case letters, digits, '-' or '_', starting with a letter (e.g. {provider.name!r})."
         )
-    if token is not None and (len(token) < 8 or any(ch.isspace() for ch in token)):
+    fields, secrets = provider.settings.model_fields, secret_keys(provider)
+    for key in sorted(k for k in options if k in secrets):
         problems.append(
-            "token: at least 8 characters without spaces (a GHL Private Integration token or "
-            "OAuth access token)."
+            f"options.{key} is a secret, and secrets never go through this tool: leave it out and "
+            f"set it yourself in CRM_MCP_{provider.env_prefix}_{key.upper()} "
+            f"(or `{key}` in the crm-mcp.toml table)."
         )
-    for label, value in (("location_id", location_id), ("calendar_id", calendar_id)):
-        if value is not None and not GHL_ID.fullmatch(value):
-            problems.append(
-                f"{label}: GoHighLevel ids are 20 letters/digits (e.g. ve9EPM428h8vShlRW1KT); "
-                f"got {len(value)} character(s){' with other symbols' if value.isalnum() is False else ''}."
-            )
-    unknown = sorted(set(tools) - set(TOOL_SCOPES))
+    unknown = sorted(k for k in options if k not in fields)
     if unknown:
+        valid = ", ".join(k for k in fields if k not in secrets)
+        problems.append(f"options: {provider.title} takes no option {', '.join(unknown)}; valid: {valid}.")
+    for key in (k for k in options if k in fields and k not in secrets):
+        if problem := option_problem(provider, setup, key, options[key]):
+            problems.append(problem)
+    unknown_tools = sorted(set(tools) - set(setup.scopes))
+    if unknown_tools:
         problems.append(
-            f"tools_wanted: unknown tool(s) {unknown[:5]}; valid: {', '.join(sorted(TOOL_SCOPES))}."
+            f"tools_wanted: no {provider.title} scopes for {', '.join(unknown_tools[:5])}; "
+            f"valid: {', '.join(sorted(setup.scopes))}."
         )
-    for label, url in (("public_base_url", public_base_url), ("base_url", base_url)):
-        if url is not None and not _url_ok(url):
-            problems.append(f"{label}: must be an https:// URL (plain http:// only for 127.0.0.1/localhost).")
+    if public_base_url is not None:
+        try:
+            check_base_url(public_base_url, setting="public_base_url")
+        except ConfigurationError as exc:
+            problems.append(exc.message)
     return problems
 
 
-def _url_ok(url: str) -> bool:
-    from crm_mcp.settings import check_base_url
-
-    try:
-        check_base_url(url, setting="url")
-    except Exception:
-        return False
-    return True
+def scope_needs(setup: SetupTemplate, tools: list[str]) -> list[ScopeNeed]:
+    needs: dict[str, set[str]] = {}
+    for tool in tools:
+        for scope in setup.scopes[tool]:
+            needs.setdefault(scope, set()).add(tool)
+    return [ScopeNeed(scope=s, needed_by=sorted(t)) for s, t in sorted(needs.items())]
 
 
-def render(
-    fmt: str,
-    name: str,
-    token: str | None,
-    location_id: str | None,
-    calendar_id: str | None,
-    base_url: str | None,
-) -> str:
-    shown = mask(token) if token else "<paste your token>"
+# -- the config and what to do with it ---------------------------------------------------------
+def secret_home(provider: Provider, name: str, key: str, fmt: str) -> str:
+    """Where a secret option goes: the env var of the default connection, or the TOML key."""
     if fmt == "env":
-        lines = [
-            f"CRM_MCP_GHL_TOKEN={shown}",
-            f"CRM_MCP_GHL_LOCATION_ID={location_id or '<20-char location id>'}",
-        ]
-        if calendar_id:
-            lines.append(f"CRM_MCP_GHL_CALENDAR_ID={calendar_id}")
-        if base_url and base_url.rstrip("/") != GHL_API:
-            lines.append(f"CRM_MCP_GHL_BASE_URL={base_url.rstrip('/')}")
-        return "\n".join(lines) + "\n"
-    lines = [
-        f"[connections.{name}]",
-        'provider = "gohighlevel"',
-        f'token = "{shown}"',
-        f'location_id = "{location_id or "<20-char location id>"}"',
-    ]
-    if calendar_id:
-        lines.append(f'calendar_id = "{calendar_id}"')
-    if base_url and base_url.rstrip("/") != GHL_API:
-        lines.append(f'base_url = "{base_url.rstrip("/")}"')
-    return "\n".join(lines) + "\n"
+        return f"CRM_MCP_{provider.env_prefix}_{key.upper()} (in .env or the server's environment)"
+    return f"`{key}` in [connections.{name}] of crm-mcp.toml (keep that file private, mode 0600)"
 
 
-async def verify_live(token: str, location_id: str, calendar_id: str | None, base_url: str) -> list[Check]:
-    """Ping, calendars and custom fields with a throwaway connector; each failure says what to fix."""
-    from crm_mcp.connectors.base import Calendars, CustomFields, require
-    from crm_mcp.connectors.registry import build_connector
-    from crm_mcp.errors import AuthError, CRMError, NotFoundError, register_secret
-
-    register_secret(token)
-    options = {
-        "token": token,
-        "location_id": location_id,
-        "base_url": base_url,
-        "max_attempts": 1,
-        "timeout_s": 10.0,
-    }
-    connector = build_connector("gohighlevel", "config-verify", options)
-    checks: list[Check] = []
-
-    def failed(step: str, exc: CRMError) -> Check:
-        if isinstance(exc, AuthError):
-            why = (
-                "the token was refused: create a new Private Integration token in this sub-account "
-                "(Settings > Private Integrations) with the scopes listed, or re-run OAuth."
+def build_result(
+    provider: Provider,
+    setup: SetupTemplate,
+    name: str,
+    options: Mapping[str, str],
+    tools: list[str],
+    fmt: Literal["env", "toml"],
+    public_base_url: str | None,
+) -> ConfigResult:
+    scopes = scope_needs(setup, tools)
+    webhook_url = (
+        f"{public_base_url.rstrip('/')}/webhooks/{provider.name}/{name}" if public_base_url else None
+    )
+    result = ConfigResult(
+        provider=provider.name,
+        connection=name,
+        format=fmt,
+        config_text=render_config(provider, name, options, fmt),
+        scopes=scopes,
+        scope_string=" ".join(s.scope for s in scopes),
+        webhook_url=webhook_url,
+        webhook_events=list(setup.webhook_events),
+        limits=setup.limits,
+    )
+    if fmt == "env" and name != provider.name:
+        result.warnings.append(
+            f"Env vars configure the connection named {provider.name!r}; use format=toml to name it {name!r}."
+        )
+    secrets = secret_keys(provider)
+    for key in setup.required_options:
+        if key in secrets:
+            result.next_steps.append(
+                f"Put the {key.replace('_', ' ')} yourself (never in this chat) in "
+                f"{secret_home(provider, name, key, fmt)}, replacing its <placeholder>."
             )
-        elif isinstance(exc, NotFoundError):
-            why = f"not found: check location_id {location_id} is this token's sub-account."
-        else:
-            why = f"{type(exc).__name__}: {exc}"
-        return Check(name=step, ok=False, detail=why)
+        elif key not in options:
+            example = setup.option_patterns.get(key, ("", ""))[1]
+            result.warnings.append(
+                f"{key} is missing: the connection cannot work without it"
+                + (f" (e.g. {example})." if example else ".")
+            )
+    if setup.auth_note:
+        result.next_steps.append(f"Credentials: {setup.auth_note}")
+    if result.scope_string:
+        result.next_steps.append(f"Grant these scopes: {result.scope_string}")
+    if webhook_url:
+        result.next_steps.append(f"Register {webhook_url} for events {', '.join(setup.webhook_events)}.")
+    elif setup.webhook_events:
+        result.next_steps.append("Pass public_base_url to get the webhook URL to register.")
+    return result
 
+
+def option_mismatches(rt: Runtime, name: str, options: Mapping[str, str]) -> list[str]:
+    """Options that differ from what the configured connection `name` has (non-secret only)."""
     try:
-        started = time.perf_counter()
-        try:
-            await connector.ping()
-            ms = round((time.perf_counter() - started) * 1000, 1)
-            checks.append(
-                Check(name="credentials", ok=True, detail="token accepted for the location", latency_ms=ms)
-            )
-        except CRMError as exc:
-            return [failed("credentials", exc)]
-        try:
-            calendars = await require(connector, Calendars).list_calendars()
-            ids = {c.id for c in calendars}
-            if calendar_id and calendar_id not in ids:
-                names = ", ".join(f"{c.id} ({c.name})" for c in calendars[:10]) or "none"
-                checks.append(
-                    Check(
-                        name="calendar",
-                        ok=False,
-                        detail=f"calendar {calendar_id} is not in this location; calendars: {names}",
-                    )
-                )
-            else:
-                checks.append(
-                    Check(name="calendar", ok=True, detail=f"{len(calendars)} calendar(s) readable")
-                )
-        except CRMError as exc:
-            checks.append(failed("calendar", exc))
-        try:
-            keys = {f.key for f in await require(connector, CustomFields).list_custom_fields()}
-            wanted = {"contact.appointment_status", "contact.next_appointment_date", "contact.lead_score"}
-            missing = sorted(wanted - keys)
-            detail = f"{len(keys)} custom field(s)" + (
-                f"; optional fields missing: {missing}" if missing else ""
-            )
-            checks.append(Check(name="custom_fields", ok=True, detail=detail))
-        except CRMError as exc:
-            checks.append(failed("custom_fields", exc))
-    finally:
-        await connector.aclose()
-    return checks
+        configured = rt.connection(name).options
+    except ConfigurationError:
+        return []
+    return [
+        redact(f"options.{k} differs from the configured connection's {k} ({configured[k]}): ")
+        + "verify checked the configured value."
+        for k, v in options.items()
+        if configured.get(k) not in (None, "") and option_text(configured[k]) != v
+    ]
+
+
+# -- the tool ----------------------------------------------------------------------------------
+async def generate(
+    rt: Runtime,
+    provider: Provider,
+    name: str | None,
+    options: Mapping[str, str | int | bool] | None,
+    tools_wanted: list[str] | None,
+    fmt: Literal["env", "toml"],
+    public_base_url: str | None,
+    verify: bool,
+) -> ConfigResult:
+    """The config for `provider`, validated; with `verify`, the configured connection checked live.
+
+    Raises:
+        ToolError: invalid input (every problem listed at once).
+    """
+    setup = provider.setup
+    if setup is None:
+        raise ToolError(f"{provider.title} has no setup template; nothing to generate.")
+    name = name or provider.name
+    opts = {k: option_text(v) for k, v in (options or {}).items()}
+    tools = list(dict.fromkeys(tools_wanted)) if tools_wanted else sorted(setup.scopes)
+    problems = input_problems(provider, setup, name, opts, tools, public_base_url)
+    if problems:
+        raise ToolError(redact("Invalid input:\n- " + "\n- ".join(problems)))
+    result = build_result(provider, setup, name, opts, tools, fmt, public_base_url)
+    if verify:
+        result.checks = await verify_connection(rt, provider, name)
+        result.verified = all(c.ok for c in result.checks)
+        result.warnings += option_mismatches(rt, name, opts)
+        if not result.verified:
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
+            result.next_steps.insert(0, f"Fix the failed checks: {failed}")
+            result.next_steps.append("Then restart crm-mcp and call this tool again with verify=true.")
+    else:
+        result.next_steps.append(
+            "Restart crm-mcp, then call this tool with verify=true to check the connection."
+        )
+    return result
+
+
+def setup_provider_names() -> list[str]:
+    return [p.name for p in providers() if p.setup is not None]
+
+
+def default_provider(rt: Runtime, names: list[str]) -> str | None:
+    """The provider of the only configured connection that has a setup template, if there is one."""
+    try:
+        conns = [c for c in rt.connections() if c.provider in names]
+    except ConfigurationError:  # a broken crm-mcp.toml must not stop the server from starting
+        return None
+    return conns[0].provider if len(conns) == 1 else None
+
+
+def with_provider_choices(fn: Callable[..., Any], names: list[str], default: str | None) -> None:
+    """Publish `provider` as a Literal of the registered names (known only at registration)."""
+    sig = inspect.signature(fn, eval_str=True)
+    choice: Any = cast(Any, Literal)[tuple(names)] if names else str
+    described = f"CRM provider: {', '.join(names)}." + (
+        "" if default else " Required: no single configured connection to default to."
+    )
+    param = sig.parameters["provider"].replace(
+        annotation=Annotated[choice, Field(description=described)],
+        default=default if default else inspect.Parameter.empty,
+    )
+    fn.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[param, *(p for p in sig.parameters.values() if p.name != "provider")]
+    )
 
 
 def register(server: MCPServer[Any], rt: Runtime) -> None:
-    @crm_tool(
+    names = setup_provider_names()
+
+    async def generate_connector_config(
+        provider: str,
+        name: NameArg = None,
+        options: OptionsArg = None,
+        tools_wanted: ToolsArg = None,
+        format: FormatArg = "env",
+        public_base_url: UrlArg = None,
+        verify: VerifyArg = False,
+    ) -> ConfigResult:
+        """A validated connection config for a CRM: .env/TOML text (secrets as placeholders), the scopes
+        the wanted tools need, webhook URL and events, limits, and where to put the secret. verify=true
+        checks the connection as configured on this server and says what to fix."""
+        return await generate(
+            rt, get_provider(provider), name, options, tools_wanted, format, public_base_url, verify
+        )
+
+    with_provider_choices(generate_connector_config, names, default_provider(rt, names))
+    crm_tool(
         server,
         title="Generate and verify a CRM connection config",
         read_only=True,
         destructive=False,
         idempotent=True,
         open_world=True,
-    )
-    async def generate_connector_config(
-        provider: Annotated[Literal["gohighlevel"], Field(description="CRM provider.")] = "gohighlevel",
-        name: Annotated[str, Field(max_length=64, description="Connection name.")] = "gohighlevel",
-        token: Annotated[
-            str | None,
-            Field(
-                max_length=4096,
-                description="Private Integration token or OAuth access token; shown back masked.",
-            ),
-        ] = None,
-        location_id: Annotated[
-            str | None,
-            Field(
-                max_length=64,
-                description="Sub-account (location) id: 20 letters/digits.",
-                examples=["ve9EPM428h8vShlRW1KT"],
-            ),
-        ] = None,
-        calendar_id: Annotated[
-            str | None, Field(max_length=64, description="Default calendar id (20 chars).")
-        ] = None,
-        tools_wanted: Annotated[
-            list[Annotated[str, Field(max_length=64)]] | None,
-            Field(
-                max_length=30,
-                description="Tools you will use (default: all); decides the scopes.",
-                examples=[["create_appointment", "search_contacts"]],
-            ),
-        ] = None,
-        format: Annotated[
-            Literal["env", "toml"], Field(description=".env lines or a crm-mcp.toml table.")
-        ] = "env",
-        verify: Annotated[
-            bool, Field(description="Try the credentials live (ping, calendars, custom fields).")
-        ] = False,
-        public_base_url: Annotated[
-            str | None,
-            Field(
-                max_length=300,
-                description="Public https URL of this server, for the webhook URL.",
-                examples=["https://crm.example.com"],
-            ),
-        ] = None,
-        base_url: Annotated[
-            str | None,
-            Field(
-                max_length=300,
-                description="API base URL (default GoHighLevel's; a loopback sandbox URL is allowed).",
-            ),
-        ] = None,
-    ) -> ConfigResult:
-        """A validated GoHighLevel config: .env/TOML text, OAuth scopes, webhook setup and rate limits."""
-        tools = list(tools_wanted) if tools_wanted else sorted(TOOL_SCOPES)
-        problems = validate_inputs(name, token, location_id, calendar_id, tools, public_base_url, base_url)
-        if problems:
-            raise ToolError("Invalid input:\n- " + "\n- ".join(problems))
-        needs: dict[str, list[str]] = {}
-        for tool in tools:
-            for scope in TOOL_SCOPES[tool]:
-                needs.setdefault(scope, []).append(tool)
-        scopes = [ScopeNeed(scope=s, needed_by=sorted(set(t))) for s, t in sorted(needs.items())]
-        result = ConfigResult(
-            provider=provider,
-            connection=name,
-            format=format,
-            config_text=render(format, name, token, location_id, calendar_id, base_url),
-            token_masked=bool(token),
-            scopes=scopes,
-            scope_string=" ".join(s.scope for s in scopes),
-            webhook_url=f"{public_base_url.rstrip('/')}/webhooks/gohighlevel/{name}"
-            if public_base_url
-            else None,
-            webhook_events=WEBHOOK_EVENTS,
-            rate_limits={
-                "burst": "100 requests per 10 s per location (X-RateLimit-Max / -Remaining)",
-                "daily": "200,000 requests per day per location (X-RateLimit-Daily-Remaining)",
-                "handling": "crm-mcp waits for the window instead of failing; 429s are retried",
-            },
-        )
-        if format == "env" and name != "gohighlevel":
-            result.warnings.append(
-                f"Env vars configure the connection named 'gohighlevel'; use format=toml to name it {name!r}."
-            )
-        if token:
-            result.next_steps.append(
-                "Replace the masked token with the full one (or keep it only in the env "
-                "var CRM_MCP_GHL_TOKEN; crm-mcp.toml is a file others may read)."
-            )
-        if not location_id:
-            result.warnings.append("location_id is missing: the connection cannot work without it.")
-        if public_base_url:
-            result.next_steps.append(f"Register {result.webhook_url} for events {', '.join(WEBHOOK_EVENTS)}.")
-        else:
-            result.next_steps.append("Pass public_base_url to get the webhook URL to register.")
-        if verify:
-            if not (token and location_id):
-                raise ToolError("verify=true needs token and location_id.")
-            result.checks = await verify_live(token, location_id, calendar_id, base_url or GHL_API)
-            result.verified = all(c.ok for c in result.checks)
-            if not result.verified:
-                result.next_steps.insert(
-                    0,
-                    "Fix the failed checks: "
-                    + "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok),
-                )
-        return result
+    )(generate_connector_config)

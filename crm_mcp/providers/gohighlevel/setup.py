@@ -9,6 +9,7 @@ from crm_mcp.connectors.provider import SetupTemplate
 _R_CONTACTS, _W_CONTACTS = "contacts.readonly", "contacts.write"
 _R_CAL, _R_EVENTS, _W_EVENTS = "calendars.readonly", "calendars/events.readonly", "calendars/events.write"
 _R_FIELDS, _R_LOCATION = "locations/customFields.readonly", "locations.readonly"
+_GHL_ID = r"[A-Za-z0-9]{20}"
 
 SETUP = SetupTemplate(
     scopes={
@@ -37,4 +38,9 @@ SETUP = SetupTemplate(
     optional_options=("calendar_id", "base_url", "webhook_public_key", "webhook_ed25519_public_key"),
     auth_note="A Private Integration token (Settings > Private Integrations) of the sub-account, "
     "or a Marketplace app install (client_id, client_secret, refresh_token).",
+    # GoHighLevel ids are 20 base62 characters
+    option_patterns={
+        "location_id": (_GHL_ID, "ve9EPM428h8vShlRW1KT"),
+        "calendar_id": (_GHL_ID, "sV3BiXrjzbfo1tSUdyHO"),
+    },
 )

@@ -39,4 +39,6 @@ SETUP = SetupTemplate(
     auth_note="A private app's access token (Settings > Integrations > Private Apps) with the scopes "
     "above, or a public app install (client_id, client_secret, refresh_token). portal_id binds "
     "webhooks to the portal; app_secret (the app's client secret) verifies their v3 signatures.",
+    # the Hub ID (account id) shown in the account menu: digits only
+    option_patterns={"portal_id": (r"[0-9]{1,12}", "20385638")},
 )

@@ -29,7 +29,7 @@ async def _with_runtime(settings: Settings, fn: Any) -> Any:
 
 
 async def status(args: argparse.Namespace, settings: Settings) -> int:
-    from crm_mcp.tools.sync import current_status
+    from crm_mcp.views import current_status
 
     st = await _with_runtime(settings, current_status)
     if args.json:
@@ -58,7 +58,7 @@ async def status(args: argparse.Namespace, settings: Settings) -> int:
 async def dlq(args: argparse.Namespace, settings: Settings) -> int:
     console = _console()
     if args.dlq_command == "list":
-        from crm_mcp.tools.sync import dead_letter_page
+        from crm_mcp.views import dead_letter_page
 
         async def run(rt: Runtime) -> Any:
             return await dead_letter_page(
@@ -86,7 +86,7 @@ async def dlq(args: argparse.Namespace, settings: Settings) -> int:
     if args.dlq_command == "show":
         from crm_mcp.state.models import SyncOperation
         from crm_mcp.state.outbox import get_dead_letter
-        from crm_mcp.tools.sync import dead_letter_entry
+        from crm_mcp.views import dead_letter_entry
 
         async def show(rt: Runtime) -> Any:
             db = await rt.database()

@@ -10,40 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "agent_session.py"
 
-# Until crm_mcp/server/app.py registers the agent toolbox, serve through this launcher that adds it.
-LAUNCHER = """
-import sys
-import crm_mcp.server.app as app
-import crm_mcp.server.run as run
-
-_build, _worker = app.build_server, run.build_worker
-
-def build_server(rt, **kw):
-    server = _build(rt, **kw)
-    from crm_mcp.tools import config_gen, crm_queries, health, leads, schema, validate
-    for module in (crm_queries, schema, config_gen, health, leads, validate):
-        module.register(server, rt)
-    return server
-
-async def build_worker(rt):
-    worker = await _worker(rt)
-    from crm_mcp.sync.lead_actions import build_lead_handlers
-    db = await rt.database()
-    extra = build_lead_handlers(db, lambda n: rt.connector(n, provider=None), rt.clock)
-    for action, handler in extra.items():
-        worker.handlers.setdefault(action, handler)
-    return worker
-
-app.build_server, run.build_worker = build_server, build_worker
-from crm_mcp.cli import main
-sys.exit(main(["serve", "--sandbox"]))
-"""
-
-
-def run_example(tmp_path: Path, *server: str) -> subprocess.CompletedProcess[str]:
+def run_example(tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_MCP_")}
     env["XDG_STATE_HOME"] = str(tmp_path)
-    args = [sys.executable, str(EXAMPLE), *(["--", *server] if server else [])]
+    args = [sys.executable, str(EXAMPLE)]
     return subprocess.run(
         args, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env, check=False
     )
@@ -51,10 +21,6 @@ def run_example(tmp_path: Path, *server: str) -> subprocess.CompletedProcess[str
 
 def test_agent_session_answers_the_three_questions(tmp_path: Path) -> None:
     done = run_example(tmp_path)
-    if done.returncode == 3:  # the toolbox is not wired into app.py yet
-        launcher = tmp_path / "serve_with_toolbox.py"
-        launcher.write_text(LAUNCHER)
-        done = run_example(tmp_path, sys.executable, str(launcher))
     out = done.stdout
     assert done.returncode == 0, f"stdout:\n{out}\nstderr:\n{done.stderr[-3000:]}"
     q1, rest = out.split("== Q1: What failed today and why?")[1].split("== Q2")

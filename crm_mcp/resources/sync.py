@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def register(server: MCPServer[Any], rt: Runtime) -> None:
-    from crm_mcp.tools.sync import current_status, dead_letter_entry, dead_letter_page
+    from crm_mcp.views import current_status, dead_letter_entry, dead_letter_page
 
     @server.resource(
         "sync://status",

@@ -20,7 +20,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
 
     @server.custom_route("/readyz", methods=["GET"])
     async def readyz(request: Request) -> Response:
-        from crm_mcp.tools.sync import current_status
+        from crm_mcp.views import current_status
 
         checks: dict[str, Any] = {}
         try:
@@ -40,7 +40,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
 
     @server.custom_route("/metrics", methods=["GET"])
     async def metrics(request: Request) -> Response:
-        from crm_mcp.tools.sync import current_status
+        from crm_mcp.views import current_status
 
         s = await current_status(rt)
         lines = ["# TYPE crm_mcp_operations gauge"]

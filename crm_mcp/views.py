@@ -1,0 +1,130 @@
+"""Read models shared by the tools, the resources, the HTTP routes and the CLI.
+
+Sync status and the dead-letter queue are shown in four places (the get_sync_status and
+list_dead_letters tools, the sync:// resources, /readyz and /metrics, `crm-mcp status` and
+`crm-mcp dlq`); they are computed here, once, so the four never disagree, and so that no reader
+has to import a tool module to reach them.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from crm_mcp.connectors.registry import get_provider
+from crm_mcp.errors import CRMError
+from crm_mcp.state.status import SyncStatus
+
+if TYPE_CHECKING:
+    from crm_mcp.runtime import Runtime
+
+
+class DeadLetterEntry(BaseModel):
+    id: str = Field(description="Dead-letter entry id (read sync://dead-letter/{id} for details).")
+    operation_id: str
+    connection: str
+    action: str
+    reason: str = Field(description="The final error, already redacted.")
+    attempts: int
+    dead_at: datetime
+    retried_at: datetime | None = None
+    retry_count: int = 0
+    entity_type: str | None = None
+    entity_id: str | None = None
+    error_history: list[dict[str, Any]] = Field(
+        default_factory=list, description="Every failed attempt: at, error_type, error, status_code."
+    )
+
+
+class DeadLetterList(BaseModel):
+    entries: list[DeadLetterEntry]
+    count: int = Field(description="Entries in this page.")
+    has_more: bool
+    next_offset: int | None = None
+
+
+async def dead_letter_page(
+    rt: Runtime, *, connection: str | None, limit: int, offset: int, with_history: bool
+) -> DeadLetterList:
+    from crm_mcp.state.models import SyncOperation
+    from crm_mcp.state.outbox import list_dead_letters
+
+    db = await rt.database()
+    async with db.sessions() as session:
+        rows = await list_dead_letters(session, connection=connection, limit=limit + 1, offset=offset)
+        entries = []
+        for row in rows[:limit]:
+            op = await session.get(SyncOperation, row.operation_id)
+            entries.append(dead_letter_entry(row, op, with_history=with_history))
+    more = len(rows) > limit
+    return DeadLetterList(
+        entries=entries, count=len(entries), has_more=more, next_offset=offset + limit if more else None
+    )
+
+
+def dead_letter_entry(row: Any, op: Any, *, with_history: bool = True) -> DeadLetterEntry:
+    return DeadLetterEntry(
+        id=row.id,
+        operation_id=row.operation_id,
+        connection=row.connection,
+        action=row.action,
+        reason=row.reason,
+        attempts=len(row.error_history or []),
+        dead_at=row.dead_at,
+        retried_at=row.retried_at,
+        retry_count=row.retry_count,
+        entity_type=op.entity_type if op else None,
+        entity_id=op.entity_id if op else None,
+        error_history=list(row.error_history or []) if with_history else [],
+    )
+
+
+async def current_status(rt: Runtime, *, max_age_s: float = 0.0) -> SyncStatus:
+    """The sync status; with `max_age_s`, a snapshot computed at most that long ago is reused
+    as long as nothing changed in this process since (other processes show up within max_age_s).
+    """
+    cached = rt.read_cache.get("sync_status")
+    if max_age_s > 0 and cached is not None:
+        at, generation, value = cached
+        if generation == rt.generation and time.monotonic() - at <= max_age_s:
+            return value  # type: ignore[no-any-return]
+    generation = rt.generation
+    status = await _compute_status(rt)
+    rt.read_cache["sync_status"] = (time.monotonic(), generation, status)
+    return status
+
+
+async def _compute_status(rt: Runtime) -> SyncStatus:
+    from crm_mcp.state.status import HealthThresholds, sync_status
+
+    h = rt.settings.health
+    thresholds = HealthThresholds(
+        min_success_rate=h.min_success_rate,
+        max_dead_letters=h.max_dead_letters,
+        max_oldest_pending_s=h.max_oldest_pending_s,
+    )
+    db = await rt.database()
+    async with db.sessions() as session:
+        status = await sync_status(session, now=rt.clock(), thresholds=thresholds)
+    status.connectors = connector_states(rt)
+    return status
+
+
+def connector_states(rt: Runtime) -> dict[str, Any]:
+    """Breaker and quota state per configured connection (no network call: local state only)."""
+    out: dict[str, Any] = {}
+    for conn in rt.connections():
+        if get_provider(conn.provider).connector is None:
+            out[conn.name] = {"provider": conn.provider, "webhooks_only": True}
+            continue
+        try:
+            connector = rt.connector(conn.name)
+        except CRMError as exc:
+            out[conn.name] = {"provider": conn.provider, "error": str(exc)}
+            continue
+        snap = getattr(connector, "snapshot", None)
+        out[conn.name] = {"provider": conn.provider, **(snap() if callable(snap) else {})}
+    return out

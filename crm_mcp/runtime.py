@@ -115,11 +115,13 @@ class Runtime:
         )
 
     def _lacks(self, conn: ConnectionSettings, needs: str) -> ConfigurationError:
+        from crm_mcp.connectors.base import WITHOUT
         from crm_mcp.connectors.registry import get_provider
         from crm_mcp.errors import CapabilityError
 
         able = [c.name for c in self.connections() if needs in get_provider(c.provider).capabilities]
         alt = f" Connections that have it: {', '.join(able)}." if able else ""
+        alt += f" {WITHOUT[needs]}" if needs in WITHOUT else ""
         return CapabilityError(
             f"{get_provider(conn.provider).title} connection {conn.name!r} has no "
             f"{needs.replace('_', ' ')} capability.{alt}",

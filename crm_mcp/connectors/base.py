@@ -268,6 +268,12 @@ CAPABILITIES: dict[str, type[Connector]] = {
     "batch": Batch,
 }
 _NAMES = {proto: name for name, proto in CAPABILITIES.items()}
+# what to do instead when a connection lacks a capability (said in the CapabilityError)
+WITHOUT = {
+    "calendars": "Book with create_appointment and a start time instead: it needs no free-slot calendar.",
+    "tags": "Tags are skipped for it; notes and tasks carry the same facts.",
+    "batch": "Records go one call each instead of in batches.",
+}
 C = TypeVar("C", bound=Connector)
 
 
@@ -291,7 +297,7 @@ def require(connector: Connector, protocol: type[C]) -> C:
     name = capability_name(protocol)
     raise CapabilityError(
         f"{connector.provider} connection {connector.connection!r} has no {name.replace('_', ' ')} "
-        "capability",
+        f"capability. {WITHOUT.get(name, '')}".strip(),
         provider=connector.provider,
         capability=name,
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from crm_mcp.connectors.registry import get_provider
 from crm_mcp.tools._base import crm_tool
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 class ConnectionHealth(BaseModel):
     connection: str
     provider: str
+    capabilities: list[str] = Field(
+        default_factory=list, description="What its CRM can do (contacts, appointments, calendars, ...)."
+    )
     verdict: Verdict
     credentials_valid: bool | None = Field(description="None when the check could not reach the CRM.")
     latency_ms: float | None = Field(None, description="Round trip of the authenticated check call.")
@@ -189,13 +193,21 @@ def judge(h: ConnectionHealth, t: HealthThresholdSettings, live_workers: int) ->
 async def check_one(rt: Runtime, name: str, provider: str) -> tuple[ConnectionHealth, int]:
     from crm_mcp.errors import AuthError, CRMError
 
-    h = ConnectionHealth(connection=name, provider=provider, verdict="healthy", credentials_valid=None)
+    declared = get_provider(provider)
+    h = ConnectionHealth(
+        connection=name,
+        provider=provider,
+        capabilities=sorted(declared.capabilities),
+        verdict="healthy",
+        credentials_valid=None,
+    )
     try:
-        connector = rt.connector(name)
-        started = time.perf_counter()
-        await connector.ping()
-        h.latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        h.credentials_valid = True
+        if declared.connector is not None:  # webhook-only connections have no CRM API to check
+            connector = rt.connector(name)
+            started = time.perf_counter()
+            await connector.ping()
+            h.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+            h.credentials_valid = True
     except AuthError as exc:
         h.credentials_valid, h.check_error = False, f"{type(exc).__name__}: {exc}"
     except CRMError as exc:

@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/quota.py
 	$(PY) bench/faults.py
 	$(PY) bench/outbox.py
+	$(PY) bench/sync_records.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -249,11 +249,15 @@ class CustomFields(Connector, Protocol):
 
 @runtime_checkable
 class Batch(Connector, Protocol):
-    """Many contacts per call (upsert by email); `max_batch` per request."""
+    """Many contacts per call (upsert and lookup by email); `max_batch` per request."""
 
     max_batch: int
 
     async def upsert_contacts(self, contacts: list[Contact]) -> list[BatchItem]: ...
+    async def get_contacts_by_email(self, emails: list[str]) -> dict[str, Contact]:
+        """The contacts that have these emails, keyed by the email lower-cased; an email no
+        contact has is absent (not an error). `max_batch` emails per request."""
+        ...
 
 
 # capability name -> protocol; the names are what providers declare and errors show

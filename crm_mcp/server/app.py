@@ -118,12 +118,13 @@ def build_server(
             health,
             leads,
             prompts,
+            records,
             schema,
             sync,
             validate,
         )
 
-        for tools in (appointments, sync, crm_queries, schema, health, validate, leads, config_gen):
+        for tools in (appointments, sync, crm_queries, schema, health, validate, leads, config_gen, records):
             tools.register(server, rt)
         sync_resources.register(server, rt)
         sync_resources.register_schema(server, rt)

@@ -87,6 +87,7 @@ async def run_inbox_loop(rt: Runtime, stop: asyncio.Event | None = None, interva
 async def build_worker(rt: Runtime) -> Any:
     from crm_mcp.sync.actions import build_handlers
     from crm_mcp.sync.lead_actions import build_lead_handlers
+    from crm_mcp.sync.records import build_records_handlers
     from crm_mcp.sync.worker import OutboxWorker
 
     db = await rt.database()
@@ -98,6 +99,7 @@ async def build_worker(rt: Runtime) -> Any:
     handlers = {
         **build_handlers(db, connector_for, rt.clock),
         **build_lead_handlers(db, connector_for, rt.clock),
+        **build_records_handlers(connector_for),
     }
     return OutboxWorker(
         db,

@@ -59,16 +59,34 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                 description="Required with repair=true; repeating it queues nothing twice.",
             ),
         ] = None,
+        compare_to: Annotated[
+            str | None,
+            Field(
+                max_length=128,
+                description="Another connection: compare the contacts of `connection` (local) with its "
+                "contacts (remote) by email instead of the local records. repair=true then copies "
+                "`connection`'s records over (it wins; nothing is deleted).",
+                examples=["marketing-crm"],
+            ),
+        ] = None,
     ) -> ValidationReport:
         """Compare local records with the CRM: missing on either side, field mismatches (both values),
-        duplicate CRM contacts, stale mappings, unresolved conflicts. repair=true queues the fixes."""
+        duplicate CRM contacts, stale mappings, unresolved conflicts. repair=true queues the fixes.
+        With compare_to, compare two CRM connections' contacts instead (object is then contact)."""
         if repair and not idempotency_key:
             raise ToolError(
                 "repair=true needs an idempotency_key, so a repeated repair never queues fixes twice."
             )
-        from crm_mcp.tools.validate_run import run_validation  # lazy: SQLAlchemy stays off start-up
+        # lazy: SQLAlchemy stays off start-up
+        from crm_mcp.tools.validate_run import run_cross_validation, run_validation
 
         conn = rt.connection(connection, "contacts")
+        if compare_to:
+            other = rt.connection(compare_to, "contacts")
+            key = idempotency_key if repair else None
+            report = await run_cross_validation(rt, ctx, conn.name, other.name, since, sample, key)
+            cap_report(report)
+            return report
         report = await run_validation(
             rt, ctx, conn.name, object, since, sample, idempotency_key if repair else None
         )

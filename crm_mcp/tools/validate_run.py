@@ -3,22 +3,30 @@
 Reads are bounded (the sample, LIST_CAP contacts for duplicate and remote-only checks) and go
 through the connector, whose limiter keeps the walk inside the CRM's rate limits. Repairs are
 collected while walking and enqueued together in one transaction at the end.
+
+With `compare_to` (`run_cross_validation`) it compares two CRM connections' contacts instead,
+with sync_records' comparison; its repair is a sync_records run over the same records.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from mcp.server.mcpserver.exceptions import ToolError
 from sqlalchemy import select
 
-from crm_mcp.connectors.base import APPOINTMENT_STATUSES
+from crm_mcp.connectors.base import APPOINTMENT_STATUSES, Contact, Contacts, Tags
 from crm_mcp.errors import NotFoundError
 from crm_mcp.state import refs
 from crm_mcp.state.models import Appointment, Lead, SyncOperation
 from crm_mcp.sync.commands import AppointmentChange, Command, ContactData, ContactUpsert, queue
+from crm_mcp.sync.records import RecordsUpsert, decide, find_matches, in_window, match_key
 from crm_mcp.tools.appointments import create_command
+from crm_mcp.tools.records import SyncRequest, field_pairs, run_sync
 from crm_mcp.tools.validate_report import (
     LIST_CAP,
     Duplicate,
@@ -233,3 +241,115 @@ async def _enqueue(rt: Any, connection: str, key: str, fixes: list[Fix]) -> list
                 )
             )
     return out
+
+
+# -- two CRM connections (compare_to) ----------------------------------------------------------------
+async def run_cross_validation(
+    rt: Any, ctx: Any, a: str, b: str, since: datetime | None, sample: int, repair_key: str | None
+) -> ValidationReport:
+    """Contacts of connection `a` (local) against those of `b` (remote), matched by email with
+    sync_records' comparison: missing in `b`, only in `b`, field mismatches. At most `sample`
+    records of each side, in the sources' page order. Records whose sync to `b` is still queued
+    count as pending. `repair_key`: a sync_records run from `a` to `b` over the same pages (a wins)."""
+    if a == b:
+        raise ToolError("compare_to must name another connection than `connection`.")
+    mine, theirs = rt.connector(a, Contacts), rt.connector(b, Contacts)
+    pairs = await field_pairs(rt, a, b)
+    tags = isinstance(mine, Tags) and isinstance(theirs, Tags)
+    size = min(100, sample)
+    pages = math.ceil(sample / size)
+    queued = await _queued_keys(rt, b)
+    report = ValidationReport(connection=a, object="contact", checked=0, in_sync=0, pending=0, summary="")
+    done = 0
+    async for contacts in _walk(mine, size, sample, since):
+        matches = await find_matches(theirs, contacts, "email")
+        for d in decide(contacts, matches, pairs, "email", tags=tags):
+            report.checked += d.action != "skipped"
+            if d.action in ("skipped", "unchanged"):
+                report.in_sync += d.action == "unchanged"
+            elif d.key in queued:
+                report.pending += 1
+            elif d.action == "create" or d.target is None:
+                report.missing_remote.append(Issue(local_id=d.source.id, detail=f"{d.key} is not in {b}"))
+            else:
+                report.mismatches += [
+                    Mismatch(local_id=d.source.id or "", remote_id=d.target.id or "", field=name,
+                             local=_plain(mine_value), remote=_plain(their_value))
+                    for name, (mine_value, their_value) in d.diff.items()
+                ]  # fmt: skip
+        done += 1
+        await ctx.report_progress(done, 2 * pages + 1, f"compared page {done} of {a} with {b}")
+    async for contacts in _walk(theirs, size, sample, since):
+        found = await find_matches(mine, contacts, "email")
+        for c in contacts:
+            key = match_key(c, "email")
+            if key and key not in found:
+                report.missing_local.append(Issue(remote_id=c.id, detail=f"{key} is only in {b}"))
+        done += 1
+        await ctx.report_progress(done, 2 * pages + 1, f"looked for {b}-only contacts")
+    if repair_key and (report.missing_remote or report.mismatches):
+        request = SyncRequest(a, b, since, "email", size, pages, idempotency_key=f"{repair_key}:sync")
+        outcome = await run_sync(rt, ctx, request)
+        report.repairs = [
+            Repair(issue="cross_crm_sync", local_id=f"page {page}", action=RecordsUpsert.action,
+                   sync_operation_id=op_id, replayed=not created)
+            for page, op_id, created in outcome.run.queued
+        ]  # fmt: skip
+    report.summary, report.recommendations = _cross_summary(report, a, b)
+    return report
+
+
+async def _walk(
+    connector: Any, size: int, sample: int, since: datetime | None
+) -> AsyncIterator[list[Contact]]:
+    cursor, left = None, sample
+    while left > 0:
+        page = await connector.search_contacts(None, size, cursor)
+        contacts = page.contacts[:left]
+        left -= len(contacts)
+        yield [c for c in contacts if in_window(c, since)]
+        cursor = page.next_cursor
+        if cursor is None or not contacts:
+            return
+
+
+async def _queued_keys(rt: Any, target: str) -> set[str]:
+    """Emails waiting in sync pages queued for `target` (not drift: they are on their way)."""
+    db = await rt.database()
+    query = select(SyncOperation).where(
+        SyncOperation.connection == target,
+        SyncOperation.action == RecordsUpsert.action,
+        SyncOperation.status.in_(("pending", "in_flight")),
+    )
+    async with db.sessions() as s:
+        ops = list((await s.execute(query)).scalars())
+    return {
+        key
+        for op in ops
+        for c in RecordsUpsert.of(op).contacts
+        if (key := match_key(Contact(**c.model_dump()), "email"))
+    }
+
+
+def _cross_summary(r: ValidationReport, a: str, b: str) -> tuple[str, list[str]]:
+    differing = len({m.local_id for m in r.mismatches})
+    text = (
+        f"Compared {r.checked} contact(s) of {a} (local) with {b} (remote) by email: {r.in_sync} in "
+        f"sync, {r.pending} pending, {len(r.missing_remote)} missing in {b}, {len(r.missing_local)} "
+        f"only in {b}, {differing} with different fields"
+        + (f"; a sync of {len(r.repairs)} page(s) queued." if r.repairs else ".")
+    )
+    todo = []
+    if (r.missing_remote or r.mismatches) and not r.repairs:
+        todo.append(
+            f"Run validate_sync again with repair=true and an idempotency_key (or sync_records with "
+            f"source={a}, target={b}) to copy {a}'s records over; {a} wins."
+        )
+    if r.missing_local:
+        todo.append(
+            f"Contacts only in {b} are never deleted by a repair; to copy them into {a}, run "
+            f"sync_records with source={b}, target={a}."
+        )
+    if r.repairs:
+        todo.append("Follow the queued sync with get_sync_status.")
+    return text, todo

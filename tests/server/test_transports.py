@@ -24,6 +24,7 @@ EXPECTED_TOOLS = {
     "retry_failed_sync",
     "get_sync_status",
     "list_dead_letters",
+    "sync_records",
 }
 
 

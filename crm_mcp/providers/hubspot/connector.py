@@ -345,6 +345,29 @@ class HubSpotConnector:
                 items[i] = BatchItem(i, error=exc.message)
         return [items[i] for i in range(len(contacts))]
 
+    async def get_contacts_by_email(self, emails: list[str]) -> dict[str, Contact]:
+        """Contacts by email, 100 per call (`batch/read`, idProperty email), keyed by the email
+        lower-cased. Emails no contact has are left out (HubSpot lists them as OBJECT_NOT_FOUND
+        in a 207 answer, which is not a failure here).
+
+        Raises:
+            RetryableError, AuthError, CircuitOpenError: a read could not be made.
+        """
+        wanted = list(dict.fromkeys(e.strip().lower() for e in emails if e and e.strip()))
+        found: dict[str, Contact] = {}
+        for first in range(0, len(wanted), self.max_batch):
+            body = {
+                "idProperty": "email",
+                "inputs": [{"id": email} for email in wanted[first : first + self.max_batch]],
+                "properties": self._properties.read_names(),
+            }
+            data = await self._call("POST", f"{CONTACTS}/batch/read", json=body, idempotent=True)
+            for row in results(data):
+                contact = mapped(wire.contact_from_wire, row)
+                if contact.email:
+                    found[contact.email.strip().lower()] = contact
+        return found
+
     def snapshot(self) -> dict[str, Any]:
         return self._client.snapshot()
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from crm_mcp.connectors.base import CustomFields
 from crm_mcp.connectors.registry import get_provider
 from crm_mcp.errors import CRMError
 from crm_mcp.state.status import SyncStatus
@@ -85,12 +86,29 @@ def dead_letter_entry(row: Any, op: Any, *, with_history: bool = True) -> DeadLe
 async def current_status(rt: Runtime, *, max_age_s: float = 0.0) -> SyncStatus:
     """The sync status; with `max_age_s`, a snapshot computed at most that long ago is reused
     as long as nothing changed in this process since (other processes show up within max_age_s).
+
+    Readers that find the snapshot stale while another is recomputing it wait for that one, so
+    a burst of polls (an HTTP probe, many clients) costs one computation, not one per request.
     """
+    if max_age_s <= 0:
+        return await _refresh_status(rt)
+    if (cached := _cached_status(rt, max_age_s)) is not None:
+        return cached
+    async with rt.read_lock:
+        return _cached_status(rt, max_age_s) or await _refresh_status(rt)
+
+
+def _cached_status(rt: Runtime, max_age_s: float) -> SyncStatus | None:
     cached = rt.read_cache.get("sync_status")
-    if max_age_s > 0 and cached is not None:
-        at, generation, value = cached
-        if generation == rt.generation and time.monotonic() - at <= max_age_s:
-            return value  # type: ignore[no-any-return]
+    if cached is None:
+        return None
+    at, generation, value = cached
+    if generation == rt.generation and time.monotonic() - at <= max_age_s:
+        return value  # type: ignore[no-any-return]
+    return None
+
+
+async def _refresh_status(rt: Runtime) -> SyncStatus:
     generation = rt.generation
     status = await _compute_status(rt)
     rt.read_cache["sync_status"] = (time.monotonic(), generation, status)
@@ -128,3 +146,38 @@ def connector_states(rt: Runtime) -> dict[str, Any]:
         snap = getattr(connector, "snapshot", None)
         out[conn.name] = {"provider": conn.provider, **(snap() if callable(snap) else {})}
     return out
+
+
+# -- a connection's fields (analyze_crm_schema, sync_records, crm://{connection}/schema) ---------
+
+MAX_OPTIONS = 20
+
+
+class SchemaField(BaseModel):
+    key: str = Field(description="Field key to use in API calls (e.g. email, contact.budget).")
+    label: str = Field(description="CRM data: the field's display label.")
+    type: str = Field(description="Provider type, e.g. TEXT, DATE, SINGLE_OPTIONS, NUMERICAL.")
+    required: bool = False
+    options: list[str] = Field(default_factory=list, description=f"At most {MAX_OPTIONS} options.")
+    custom: bool = Field(description="True for a location custom field.")
+    id: str | None = None
+
+
+async def crm_fields(rt: Runtime, connection: str | None, obj: str) -> tuple[str, list[SchemaField]]:
+    connector = rt.connector(connection, CustomFields)
+    if obj == "appointment":
+        neutral = connector.appointment_fields()
+    else:
+        neutral = [*connector.contact_fields(), *await connector.list_custom_fields()]
+    return connector.connection, [
+        SchemaField(
+            key=f.key,
+            label=f.label,
+            type=f.type,
+            required=f.required,
+            options=f.options[:MAX_OPTIONS],
+            custom=f.custom,
+            id=f.id,
+        )
+        for f in neutral
+    ]

@@ -50,6 +50,18 @@ def test_import_direction() -> None:
     assert not violations, "\n".join(violations)
 
 
+def test_tool_modules_are_leaves() -> None:
+    """Only the server's wiring imports tool modules: resources, routes and the CLI read status
+    and schemas from `views`, `state` and `sync`, so a tool can change without breaking them."""
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG)
+        if rel.parts[0] == "tools" or rel.as_posix() == "server/app.py":
+            continue
+        offenders += [f"{rel} imports {m}" for m in imported_modules(path) if m.startswith("crm_mcp.tools")]
+    assert not offenders, offenders
+
+
 def test_only_http_module_constructs_http_clients() -> None:
     offenders = []
     for path in PKG.rglob("*.py"):

@@ -72,7 +72,7 @@ def register_schema(server: MCPServer[Any], rt: Runtime) -> None:
         mime_type="application/json",
     )
     async def crm_schema(connection: str) -> str:
-        from crm_mcp.tools.schema import crm_fields
+        from crm_mcp.views import crm_fields
 
         try:
             rt.connection(connection)

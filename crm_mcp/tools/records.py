@@ -42,7 +42,8 @@ from crm_mcp.sync.records import (
 )
 from crm_mcp.tools._base import crm_tool, queue_write
 from crm_mcp.tools.appointments import IdempotencyArg, derive_key
-from crm_mcp.tools.schema import crm_fields, propose_mapping
+from crm_mcp.tools.schema import propose_mapping
+from crm_mcp.views import crm_fields
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer

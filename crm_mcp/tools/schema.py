@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from crm_mcp.connectors.base import CustomFields
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.appointments import ConnectionArg
+from crm_mcp.views import SchemaField, crm_fields
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
     from crm_mcp.runtime import Runtime
 
-MAX_FIELDS, MAX_OPTIONS, MIN_CONFIDENCE = 200, 20, 0.5
+MAX_FIELDS, MIN_CONFIDENCE = 200, 0.5
 
 # words that mean the same field across CRMs and our local model
 SYNONYMS = {
@@ -75,16 +75,6 @@ FAMILIES = {
     "JSON": "json",
     "FILE_UPLOAD": "file",
 }
-
-
-class SchemaField(BaseModel):
-    key: str = Field(description="Field key to use in API calls (e.g. email, contact.budget).")
-    label: str = Field(description="CRM data: the field's display label.")
-    type: str = Field(description="Provider type, e.g. TEXT, DATE, SINGLE_OPTIONS, NUMERICAL.")
-    required: bool = False
-    options: list[str] = Field(default_factory=list, description=f"At most {MAX_OPTIONS} options.")
-    custom: bool = Field(description="True for a location custom field.")
-    id: str | None = None
 
 
 class FieldMapping(BaseModel):
@@ -221,26 +211,6 @@ def local_fields(obj: str) -> list[SchemaField]:
             )
         )
     return out
-
-
-async def crm_fields(rt: Runtime, connection: str | None, obj: str) -> tuple[str, list[SchemaField]]:
-    connector = rt.connector(connection, CustomFields)
-    if obj == "appointment":
-        neutral = connector.appointment_fields()
-    else:
-        neutral = [*connector.contact_fields(), *await connector.list_custom_fields()]
-    return connector.connection, [
-        SchemaField(
-            key=f.key,
-            label=f.label,
-            type=f.type,
-            required=f.required,
-            options=f.options[:MAX_OPTIONS],
-            custom=f.custom,
-            id=f.id,
-        )
-        for f in neutral
-    ]
 
 
 def register(server: MCPServer[Any], rt: Runtime) -> None:

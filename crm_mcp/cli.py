@@ -81,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="stdio",
         help="stdio (default), sse, or http (streamable HTTP at /mcp)",
     )
-    s.add_argument("--host", default="127.0.0.1", help="bind address for sse/http (default 127.0.0.1)")
+    s.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address for sse/http (default 127.0.0.1); beyond loopback CRM_MCP_HTTP_TOKEN is "
+        "required, and CRM_MCP_ALLOWED_HOSTS names the Host clients use",
+    )
     s.add_argument("--port", type=int, default=8000, help="port for sse/http (default 8000)")
     s.add_argument(
         "--sandbox",

@@ -59,6 +59,8 @@ class Runtime:
         # generation and a short age, so a status poll costs no SQL while nothing changed here.
         self.generation = 0
         self.read_cache: dict[str, tuple[float, int, Any]] = {}
+        # one recomputation at a time: concurrent readers of a stale snapshot wait for it
+        self.read_lock = asyncio.Lock()
 
     def touch(self) -> None:
         """Record that local state changed (a tool wrote, the worker delivered)."""
@@ -159,7 +161,10 @@ class Runtime:
             async with self._db_lock:
                 if self._db is None:
                     from crm_mcp.state.db import Database
+                    from crm_mcp.state.files import private_dir
 
+                    if not self.settings.database_url:  # the default lives in the state dir: 0700
+                        private_dir(self.settings.state_dir)
                     db = Database(self.settings.resolved_database_url())
                     await db.upgrade()
                     self._db = db

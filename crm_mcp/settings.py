@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from crm_mcp.errors import ConfigurationError, register_secret
 
@@ -30,6 +31,12 @@ def default_state_dir() -> Path:
     if os.uname().sysname == "Darwin":
         return home / "Library" / "Application Support" / "crm-mcp"
     return home / ".local" / "state" / "crm-mcp"
+
+
+# a Host header value: a DNS name, an IPv4 address or a bracketed IPv6 one, with an optional port
+_HOST_NAME = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?$"
+)
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -84,6 +91,11 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     secret_key: SecretStr | None = None
     http_token: SecretStr | None = None
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names (comma-separated, optionally with :port) the HTTP transports answer "
+        "besides loopback and the bound address, e.g. the public name behind a reverse proxy.",
+    )
     state_dir: Path = Field(default_factory=default_state_dir)
     config_file: Path | None = Field(None, description="Path of crm-mcp.toml (default ./crm-mcp.toml)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -102,6 +114,22 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(0.5, gt=0)
 
     health: HealthThresholdSettings = Field(default_factory=HealthThresholdSettings)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        return [h.strip() for h in value.split(",") if h.strip()] if isinstance(value, str) else value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        bad = [h for h in value if not _HOST_NAME.match(h)]
+        if bad:
+            raise ValueError(
+                f"{bad[0]!r} is not a host name: give names such as crm.example.com or "
+                "crm.example.com:8443 (no scheme, path or wildcard)"
+            )
+        return [h.lower() for h in value]
 
     # provider name -> overrides for its settings model (load_settings routes `<prefix>_*` keys here)
     _provider_overrides: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)

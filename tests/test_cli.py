@@ -73,3 +73,44 @@ def test_config_generate_refuses_injected_lines_and_names_the_provider_when_uncl
     assert unclear.returncode == 2 and "--provider" in unclear.stderr
     hub = run(tmp_path, "config", "generate", "--portal-id", "62515")
     assert hub.returncode == 0 and "_PORTAL_ID=62515" in hub.stdout and "_TOKEN=<your token>" in hub.stdout
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_state_is_owner_only(tmp_path: Path) -> None:
+    """The state directory is 0700 and the database (with its WAL files) 0600, on a first start
+    and after an older install left them 0755 / 0644."""
+    import stat
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_MCP_")}
+    env["CRM_MCP_STATE_DIR"] = str(state)
+    argv = [sys.executable, "-m", "crm_mcp", "db", "upgrade"]
+    for _ in ("first start", "after loosening"):
+        out = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        files = sorted(state.glob("crm-mcp.db*"))
+        assert files and mode(state) == 0o700
+        assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+        state.chmod(0o755)
+        for f in files:
+            f.chmod(0o644)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_the_credentials_key_and_its_directory_are_owner_only(tmp_path: Path) -> None:
+    import stat
+
+    from crm_mcp.state.credentials import KEY_FILE, CredentialCipher
+
+    state = tmp_path / "fresh"
+    CredentialCipher.from_state_dir(state)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / KEY_FILE).stat().st_mode) == 0o600
+    state.chmod(0o755)
+    (state / KEY_FILE).chmod(0o644)
+    CredentialCipher.from_state_dir(state)  # an older install is tightened on its next start
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / KEY_FILE).stat().st_mode) == 0o600

@@ -81,8 +81,8 @@ def build_server(
 ) -> CRMServer:
     """Create the MCP server for a runtime. Tool modules register themselves.
 
-    With `http_token`, the HTTP transports require it as a bearer token (custom routes such as
-    /healthz and /webhooks stay open: webhooks carry their own signatures). With
+    With `http_token`, the HTTP transports require it as a bearer token, and so do /readyz and
+    /metrics (/healthz and /webhooks stay open: webhooks carry their own signatures). With
     `defer_catalogue`, call `await server.complete_catalogue()` once the transport runs.
     """
     from crm_mcp.server import routes, webhooks
@@ -131,7 +131,8 @@ def build_server(
         prompts.register(server)
         leads.register_prompts(server)
 
-    routes.register(server, rt)  # HTTP routes are needed before the transport is built
+    # HTTP routes are needed before the transport is built; ops routes need the token if /mcp does
+    routes.register(server, rt, require_token=http_token is not None)
     webhooks.register(server, rt)
     if defer_catalogue:
         server._register_catalogue = register_catalogue

@@ -15,9 +15,8 @@ from typing import Any, Literal
 
 import anyio
 
-from crm_mcp.errors import ConfigurationError
 from crm_mcp.runtime import Runtime
-from crm_mcp.settings import Settings, is_loopback_host
+from crm_mcp.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +129,22 @@ async def serve(
     sandbox: bool = False,
     worker: bool = True,
 ) -> None:
+    # lazy, as in every entry point here: the MCP SDK loads only once a transport is chosen
+    from crm_mcp.server.app import build_server
+    from crm_mcp.server.security import log_host_check, required_token, transport_security
+
+    token = required_token(settings, transport, host)  # refuse before anything starts
     async with AsyncExitStack() as stack:
         if sandbox:
             settings = start_sandboxes(settings, stack)
         rt = Runtime(settings)
         stack.push_async_callback(rt.aclose)
 
-        from crm_mcp.server.app import build_server
-
-        auth_kwargs = _http_auth(settings, transport, host, port)
+        auth_kwargs = {"http_token": token, "public_url": f"http://{host}:{port}"} if token else {}
         server = build_server(rt, defer_catalogue=True, **auth_kwargs)
+        if transport != "stdio":
+            log_host_check(host, settings.allowed_hosts)
+        security = transport_security(host, settings.allowed_hosts)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.complete_catalogue)
@@ -150,25 +155,10 @@ async def serve(
             if transport == "stdio":
                 await server.run_stdio_async()
             elif transport == "http":
-                await server.run_streamable_http_async(host=host, port=port)
+                await server.run_streamable_http_async(host=host, port=port, transport_security=security)
             else:
-                await server.run_sse_async(host=host, port=port)
+                await server.run_sse_async(host=host, port=port, transport_security=security)
             tg.cancel_scope.cancel()
-
-
-def _http_auth(settings: Settings, transport: Transport, host: str, port: int) -> dict[str, Any]:
-    """Beyond loopback, HTTP transports require the bearer token CRM_MCP_HTTP_TOKEN."""
-    if transport == "stdio" or is_loopback_host(host):
-        return {}
-    if settings.http_token is None:
-        raise ConfigurationError(
-            f"Serving on {host} (beyond loopback) needs CRM_MCP_HTTP_TOKEN: clients must send it as a "
-            "bearer token. Set it, or bind 127.0.0.1."
-        )
-    from crm_mcp.server.auth import check_http_token
-
-    token = check_http_token(settings.http_token.get_secret_value())
-    return {"http_token": token, "public_url": f"http://{host}:{port}"}
 
 
 async def run_worker(

@@ -1,7 +1,9 @@
 """POST /webhooks/{provider}/{connection}: the HTTP edge of the inbox.
 
 Wiring only. The route finds the connection (404 when it does not exist or belongs to another
-provider), reads at most `MAX_BODY_BYTES` (413 beyond, before the rest is even read), and hands
+provider), refuses any body not declared as JSON (415: every supported sender posts
+`application/json`, and a form or `text/plain` body is what a browser can send cross-site without
+a preflight), reads at most `MAX_BODY_BYTES` (413 beyond, before the rest is even read), and hands
 the raw bytes to `crm_mcp.sync.inbox.receive`, which verifies, dedupes and stores. Processing then
 runs as a background task after the response, so the sender gets its 2xx as soon as the event is
 committed; the worker loop picks up anything a crash left behind.
@@ -38,6 +40,12 @@ MAX_BODY_BYTES = 256 * 1024  # the same limit as crm_mcp.sync.inbox.MAX_BODY_BYT
 
 class _TooLarge(Exception):
     pass
+
+
+def is_json_content_type(value: str | None) -> bool:
+    """`application/json` or a `+json` type (parameters such as charset allowed); nothing else."""
+    media = (value or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -80,6 +88,8 @@ def make_handler(rt: Runtime, *, process_inline: bool = True) -> Callable[[Reque
             return JSONResponse({"error": f"no connection named {name!r}"}, 404)
         if conn.provider != provider:
             return JSONResponse({"error": f"connection {name!r} is not a {provider} connection"}, 404)
+        if not is_json_content_type(request.headers.get("content-type")):
+            return JSONResponse({"error": "send the webhook as Content-Type: application/json"}, 415)
         try:
             body = await _read_limited(request, MAX_BODY_BYTES)
         except _TooLarge:

@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from crm_mcp.errors import ConfigurationError, StateError, register_secret
 from crm_mcp.state.db import Database
+from crm_mcp.state.files import private_dir, private_file
 from crm_mcp.state.models import Connection
 
 KEY_FILE = "secret.key"
@@ -59,13 +60,13 @@ class CredentialCipher:
 
     @classmethod
     def from_state_dir(cls, state_dir: Path) -> CredentialCipher:
-        """The generated key in `state_dir/secret.key` (created 0600 on first use, race-safe)."""
-        path = Path(state_dir) / KEY_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """The generated key in `state_dir/secret.key` (created 0600 on first use, race-safe; the
+        state directory 0700)."""
+        path = private_dir(Path(state_dir)) / KEY_FILE
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            pass
+            private_file(path)  # an older install's key: owner-only from now on
         else:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(base64.urlsafe_b64encode(os.urandom(32)) + b"\n")

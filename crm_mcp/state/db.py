@@ -30,6 +30,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from crm_mcp.state.files import private_dir, private_file
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _IMMEDIATE = "crm_mcp_begin_immediate"
 _MIGRATION_LOCK = 0x63726D6D6370  # "crmmcp": one advisory lock id for schema migrations
@@ -128,11 +130,16 @@ class Database:
     async def upgrade(self) -> None:
         """Migrate to the newest schema (creating the database file's directory if needed).
 
-        Safe to call on every start: at head it does nothing.
+        Safe to call on every start: at head it does nothing. A SQLite file is created owner-only
+        (0600) before SQLite opens it, so its WAL and shared-memory files, which SQLite creates
+        with the database file's mode, are owner-only too; an existing one is tightened.
         """
         path = self.sqlite_path
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent, tighten_existing=False)
+            for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                if file == path or file.exists():
+                    private_file(file)
         async with self.engine.connect() as conn:
             # Two processes starting at once must not both migrate: take the write lock
             # (SQLite) or an advisory lock (PostgreSQL) before alembic reads the version.

@@ -233,10 +233,12 @@ class SyncLog(Base):
 
 
 class InboxEvent(Base):
-    """A received webhook, deduplicated on the provider's event id before we answer 2xx."""
+    """A received webhook, deduplicated on its event id within its connection before we answer 2xx
+    (event ids are unique only within the sender's account: one tenant's id must never make
+    another tenant's event a duplicate)."""
 
     __tablename__ = "inbox_events"
-    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+    __table_args__ = (UniqueConstraint("provider", "connection", "event_id"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(String(32))

@@ -35,6 +35,9 @@ from crm_mcp.state.db import Database
 from crm_mcp.state.models import DeadLetter, SyncLog, SyncOperation, new_id
 
 DEFAULT_DEADLINE = timedelta(hours=24)
+# A bound on what one operation may store: the tools bound each value far below it; this keeps
+# any other writer (a repair, an automation, a bug) from filling the outbox with one payload.
+MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
 class LeaseLostError(StateError):
@@ -54,6 +57,32 @@ def request_hash(action: str, connection: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def check_payload_size(action: str, payload: dict[str, Any]) -> None:
+    """Refuse a payload larger than MAX_PAYLOAD_BYTES as JSON.
+
+    Raises:
+        StateError: the payload is too large to store.
+    """
+    size = len(json.dumps(payload, separators=(",", ":"), default=str).encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise StateError(
+            f"the {action} operation is {size} bytes; an operation may store {MAX_PAYLOAD_BYTES}",
+            hint="Shorten the values (notes, custom fields) and call again.",
+        )
+
+
+def key_reused(key: str, connection: str, *, used_by: tuple[str, str, str]) -> IdempotencyError:
+    """The error for a key already used for another request. It names the earlier operation only
+    when that one is on the caller's own connection: keys are global, and the name or operation id
+    of another connection is not the caller's to see."""
+    action, used_connection, op_id = used_by
+    earlier = f" ({action}, operation {op_id})" if used_connection == connection else ""
+    return IdempotencyError(
+        f"idempotency key {key!r} was already used for a different request{earlier}; "
+        "use a new key for a different request"
+    )
+
+
 async def enqueue(
     session: AsyncSession,
     *,
@@ -70,7 +99,12 @@ async def enqueue(
 
     Replaying the same key with the same request returns the first operation; the same key with
     a different request is refused, because silently dropping either would lose data.
+
+    Raises:
+        IdempotencyError: the key was used for a different request.
+        StateError: the payload is larger than MAX_PAYLOAD_BYTES.
     """
+    check_payload_size(action, payload)
     digest = request_hash(action, connection, payload)
     existing = await _by_key(session, idempotency_key)
     if existing is None:
@@ -100,10 +134,8 @@ async def enqueue(
         else:
             return op, True
     if existing.request_hash != digest:
-        raise IdempotencyError(
-            f"idempotency key {idempotency_key!r} was already used for a different request "
-            f"({existing.action} on {existing.connection}, operation {existing.id}); "
-            "use a new key for a different request"
+        raise key_reused(
+            idempotency_key, connection, used_by=(existing.action, existing.connection, existing.id)
         )
     return existing, False
 
@@ -165,14 +197,12 @@ async def _enqueue_chunk(
     out: list[tuple[str, bool]] = []
     new_rows: list[dict[str, Any]] = []
     for item in chunk:
+        check_payload_size(item.action, item.payload)
         digest = request_hash(item.action, item.connection, item.payload)
         if item.idempotency_key in known:
             op_id, saved, action, conn = known[item.idempotency_key]
             if saved != digest:
-                raise IdempotencyError(
-                    f"idempotency key {item.idempotency_key!r} was already used for a different "
-                    f"request ({action} on {conn}, operation {op_id}); use a new key for a different request"
-                )
+                raise key_reused(item.idempotency_key, item.connection, used_by=(action, conn, op_id))
             out.append((op_id, False))
             continue
         op_id = new_id()

@@ -8,19 +8,43 @@ A command's JSON is the operation's payload, and the idempotency check hashes it
 dump to exactly the payload earlier versions stored, so a replay after an upgrade is still
 recognised. A later, incompatible shape gets a new `version` (stored as `v`) and its handler
 reads both.
+
+Every value a command carries is bounded (names and ids, free text, tags, custom fields), so
+nothing unbounded reaches the outbox whoever builds the command. The tools bound their
+arguments well inside these limits; these are the backstop, wide enough for any real CRM record.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # tools import the command models at start-up; SQLAlchemy stays lazy
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from crm_mcp.state.models import SyncOperation
+
+
+MAX_TEXT = 65_536  # notes, bodies, reasons
+MAX_FIELD_JSON = 65_536  # one custom field value, as JSON
+Short = Annotated[str, Field(max_length=255)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Tags = Annotated[list[Short], Field(max_length=500)]
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    for key, item in value.items():
+        if len(key) > 255 or len(json.dumps(item, default=str)) > MAX_FIELD_JSON:
+            raise ValueError(
+                f"{key[:60]!r}: a key over 255 characters or a value over {MAX_FIELD_JSON} as JSON"
+            )
+    return value
+
+
+FieldValues = Annotated[dict[str, Any], Field(max_length=500), AfterValidator(_bounded_json)]
 
 
 class Command(BaseModel):
@@ -50,19 +74,19 @@ class Person(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    first_name: str | None = None
-    last_name: str | None = None
-    email: str | None = None
-    phone: str | None = None
+    first_name: Short | None = None
+    last_name: Short | None = None
+    email: Annotated[str, Field(max_length=320)] | None = None
+    phone: Short | None = None
 
 
 class ContactData(Person):
     """A contact to upsert: custom fields by logical name or CRM key."""
 
-    company_name: str | None = None
-    source: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    company_name: Short | None = None
+    source: Short | None = None
+    tags: Tags = Field(default_factory=list)
+    custom_fields: FieldValues = Field(default_factory=dict)
 
 
 class AppointmentCreate(Command):
@@ -71,15 +95,15 @@ class AppointmentCreate(Command):
     action = "appointment.create"
     entity_type = "appointment"
 
-    appointment_id: str
+    appointment_id: Short
     contact: Person
-    calendar_id: str | None
-    start_time: str
-    end_time: str | None
-    timezone: str
-    title: str | None
-    notes: str | None
-    status: str
+    calendar_id: Short | None
+    start_time: Short
+    end_time: Short | None
+    timezone: Short
+    title: Short | None
+    notes: Text | None
+    status: Short
 
     def entity_id(self) -> str:
         return self.appointment_id
@@ -91,11 +115,11 @@ class AppointmentChange(Command):
     action = "appointment.status"
     entity_type = "appointment"
 
-    appointment_id: str
+    appointment_id: Short
     action_name: Literal["confirm", "cancel", "complete", "update", "repair"] = Field(alias="action")
-    reason: str | None = None
-    changes: dict[str, Any]
-    request: str | None = None
+    reason: Text | None = None
+    changes: FieldValues
+    request: Short | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -112,7 +136,7 @@ class ContactUpsert(Command):
     action = "contact.upsert"
     entity_type = "lead"
 
-    lead_id: str
+    lead_id: Short
     contact: ContactData
 
     def entity_id(self) -> str:
@@ -125,8 +149,8 @@ class ContactNote(Command):
     action = "contact.note"
     entity_type = "contact"
 
-    contact_id: str
-    body: str
+    contact_id: Short
+    body: Text
 
     def entity_id(self) -> str:
         return self.contact_id
@@ -135,9 +159,9 @@ class ContactNote(Command):
 class FollowUpTask(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    title: str
-    body: str
-    due_hours: float = 4
+    title: Short
+    body: Text
+    due_hours: float = Field(4, ge=0, le=24 * 365)
 
 
 class LeadApply(Command):
@@ -146,12 +170,12 @@ class LeadApply(Command):
     action = "lead.apply"
     entity_type = "lead"
 
-    lead_id: str
-    contact_id: str | None
-    score: float
-    band: str
-    tags: list[str]
-    score_field: str
+    lead_id: Short
+    contact_id: Short | None
+    score: float = Field(ge=0, le=100)
+    band: Short
+    tags: Tags
+    score_field: Short
     contact: ContactData | None
     task: FollowUpTask | None
 

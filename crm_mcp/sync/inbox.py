@@ -2,9 +2,11 @@
 
 A webhook sender retries until it sees a 2xx, so a 2xx must mean "stored durably": `receive`
 verifies the signature first (nothing unproven touches the database), parses the body, derives the
-provider's event id and inserts one `inbox_events` row per event; the UNIQUE(provider, event_id)
-constraint turns a redelivery into a no-op that is still answered 200 (``{"duplicate": true}``),
-so the sender stops retrying. Storing is separate from applying: `process_pending` (the worker
+provider's event id and inserts one `inbox_events` row per event; the UNIQUE(provider,
+connection, event_id) constraint turns a redelivery into a no-op that is still answered 200
+(``{"duplicate": true}``), so the sender stops retrying. The connection is part of the key: an
+event id is unique only within the sender's account, so one tenant's id never makes another
+tenant's event a duplicate. Storing is separate from applying: `process_pending` (the worker
 loop, or the HTTP layer right after storing) applies events to the local records later, each in
 its own transaction together with its `processed_at` mark, so a crash never applies one twice.
 Each provider's webhook adapter (its package's `webhooks.py`) verifies its scheme, splits the

@@ -18,9 +18,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from crm_mcp.connectors.registry import get_provider
-from crm_mcp.errors import IdempotencyError
 from crm_mcp.sync.commands import AppointmentChange, AppointmentCreate, Person
 from crm_mcp.tools._base import crm_tool, queue_write
+from crm_mcp.tools.args import ConnectionArg, IdempotencyArg, SaneDateTime
 from crm_mcp.tools.models import AppointmentRecord, AppointmentResult, ContactInfo
 
 if TYPE_CHECKING:
@@ -33,23 +33,6 @@ _NS = uuid.UUID("5b0e7a52-3f0c-4b8e-9a61-0c6f1f2d7a10")
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PHONE_PATTERN = r"^\+?[0-9 ()./-]{7,20}$"
-
-ConnectionArg = Annotated[
-    str | None,
-    Field(
-        description="Connection name; defaults to the only connection that can do this.",
-        examples=["sales-crm"],
-    ),
-]
-IdempotencyArg = Annotated[
-    str | None,
-    Field(
-        description="Any unique string; repeating a call with the same key returns the saved result. "
-        "Derived from the arguments when omitted.",
-        max_length=200,
-        examples=["booking-2026-11-24-jane"],
-    ),
-]
 
 
 def derive_key(kind: str, args: dict[str, Any]) -> str:
@@ -125,7 +108,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     async def create_appointment(
         first_name: Annotated[str, Field(min_length=1, max_length=100, examples=["Jane"])],
         start_time: Annotated[
-            datetime,
+            SaneDateTime,
             Field(
                 description="Start, ISO 8601. With an offset, or local time in `timezone`.",
                 examples=["2026-12-01T15:00:00-05:00"],
@@ -145,20 +128,25 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             Field(
                 description="Contact phone, E.164 preferred.",
                 pattern=PHONE_PATTERN,
+                max_length=32,
                 examples=["+15551234567"],
             ),
         ] = None,
         last_name: Annotated[str | None, Field(max_length=100, examples=["Doe"])] = None,
         duration_minutes: Annotated[int, Field(ge=5, le=480, description="Length of the appointment.")] = 30,
         timezone: Annotated[
-            str, Field(description="IANA time zone of the appointment.", examples=["America/New_York"])
+            str,
+            Field(
+                max_length=64, description="IANA time zone of the appointment.", examples=["America/New_York"]
+            ),
         ] = "UTC",
         title: Annotated[str | None, Field(max_length=200, examples=["Property tour"])] = None,
         notes: Annotated[
             str | None, Field(max_length=4000, description="Booking details for the CRM note.")
         ] = None,
         calendar_id: Annotated[
-            str | None, Field(description="CRM calendar id; defaults to the connection's calendar.")
+            str | None,
+            Field(max_length=128, description="CRM calendar id; defaults to the connection's calendar."),
         ] = None,
         connection: ConnectionArg = None,
         idempotency_key: IdempotencyArg = None,
@@ -254,7 +242,9 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         open_world=True,
     )
     async def update_appointment_status(
-        appointment_id: Annotated[str, Field(description="Local appointment id from create_appointment.")],
+        appointment_id: Annotated[
+            str, Field(max_length=64, description="Local appointment id from create_appointment.")
+        ],
         action: Annotated[
             Literal["confirm", "cancel", "complete", "update"],
             Field(
@@ -265,7 +255,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         reason: Annotated[
             str | None, Field(max_length=1000, description="Why (kept in the CRM task/note).")
         ] = None,
-        start_time: Annotated[datetime | None, Field(description="New start for action=update.")] = None,
+        start_time: Annotated[SaneDateTime | None, Field(description="New start for action=update.")] = None,
         duration_minutes: Annotated[int | None, Field(ge=5, le=480)] = None,
         title: Annotated[str | None, Field(max_length=200)] = None,
         notes: Annotated[str | None, Field(max_length=4000)] = None,
@@ -306,11 +296,9 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                 )
             else:
                 if not _same_status_request(prior, appointment_id, digest):
-                    raise IdempotencyError(
-                        f"idempotency key {key!r} was already used for a different request "
-                        f"({prior.action} of appointment {prior.entity_id}, operation {prior.id}); "
-                        "use a new key for a different request"
-                    )
+                    from crm_mcp.state.outbox import key_reused  # lazy: SQLAlchemy stays off start-up
+
+                    raise key_reused(key, appt.connection, used_by=(prior.action, prior.connection, prior.id))
                 op, created = prior, False
         rt.touch()
         return AppointmentResult(

@@ -28,6 +28,7 @@ from crm_mcp.connectors.registry import get_provider, providers
 from crm_mcp.errors import ConfigurationError, redact
 from crm_mcp.settings import check_base_url
 from crm_mcp.tools._base import crm_tool
+from crm_mcp.tools.args import MAX_SAFE_INT
 from crm_mcp.tools.config_verify import Check, verify_connection
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ NameArg = Annotated[
         max_length=64, description="Connection name (default: the provider's name).", examples=["clinic-east"]
     ),
 ]
-OptionValue = Annotated[str, Field(max_length=300)] | int | bool
+OptionValue = (
+    Annotated[str, Field(max_length=300)] | Annotated[int, Field(ge=-MAX_SAFE_INT, le=MAX_SAFE_INT)] | bool
+)
 OptionsArg = Annotated[
     dict[Annotated[str, Field(max_length=64)], OptionValue] | None,
     Field(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import date, datetime, time
+from datetime import datetime, time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -20,14 +20,8 @@ from crm_mcp.connectors.base import Appointments, Calendars, Contacts, CustomFie
 from crm_mcp.errors import CircuitOpenError, RetryableError
 from crm_mcp.sync.commands import ContactData, ContactNote, ContactUpsert
 from crm_mcp.tools._base import crm_tool, queue_write
-from crm_mcp.tools.appointments import (
-    EMAIL_PATTERN,
-    PHONE_PATTERN,
-    ConnectionArg,
-    IdempotencyArg,
-    _zone,
-    derive_key,
-)
+from crm_mcp.tools.appointments import EMAIL_PATTERN, PHONE_PATTERN, _zone, derive_key
+from crm_mcp.tools.args import ConnectionArg, FieldValue, IdempotencyArg, SaneDate
 from crm_mcp.tools.crm_views import (
     ContactDetail,
     ContactList,
@@ -58,11 +52,11 @@ ContactIdArg = Annotated[
     Field(
         description="CRM contact id (from search_contacts).",
         pattern=ID_PATTERN,
+        max_length=64,
         examples=["ve9EPM428h8vShlRW1KT"],
     ),
 ]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
-FieldValue = str | int | float | bool | list[str]
 
 
 def register(server: MCPServer[Any], rt: Runtime) -> None:
@@ -91,7 +85,10 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         phone: Annotated[
             str | None,
             Field(
-                pattern=PHONE_PATTERN, description="Phone; matched on its digits.", examples=["+15551234567"]
+                pattern=PHONE_PATTERN,
+                max_length=32,
+                description="Phone; matched on its digits.",
+                examples=["+15551234567"],
             ),
         ] = None,
         tag: Annotated[
@@ -213,7 +210,9 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                 examples=["jane@example.com"],
             ),
         ] = None,
-        phone: Annotated[str | None, Field(pattern=PHONE_PATTERN, examples=["+15551234567"])] = None,
+        phone: Annotated[
+            str | None, Field(pattern=PHONE_PATTERN, max_length=32, examples=["+15551234567"])
+        ] = None,
         company_name: Annotated[str | None, Field(max_length=200)] = None,
         source: Annotated[str | None, Field(max_length=100, examples=["website"])] = None,
         tags: Annotated[
@@ -329,9 +328,11 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         open_world=True,
     )
     async def find_free_slots(
-        start_date: Annotated[date, Field(description="First day (YYYY-MM-DD).", examples=["2026-12-01"])],
+        start_date: Annotated[
+            SaneDate, Field(description="First day (YYYY-MM-DD).", examples=["2026-12-01"])
+        ],
         end_date: Annotated[
-            date,
+            SaneDate,
             Field(
                 description="Last day, inclusive; at most 31 days from start_date.", examples=["2026-12-07"]
             ),
@@ -344,7 +345,11 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         ] = "UTC",
         calendar_id: Annotated[
             str | None,
-            Field(pattern=ID_PATTERN, description="Calendar id; defaults to the connection's calendar."),
+            Field(
+                pattern=ID_PATTERN,
+                max_length=64,
+                description="Calendar id; defaults to the connection's calendar.",
+            ),
         ] = None,
         max_per_day: Annotated[int, Field(ge=1, le=48, description="Most slots listed per day.")] = 12,
         connection: ConnectionArg = None,

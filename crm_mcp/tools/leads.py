@@ -19,7 +19,8 @@ from crm_mcp.connectors.base import Appointments, Contacts, CustomFields, Notes
 from crm_mcp.scoring import Factor, LeadFacts, ScoringRules, load_rules, score_lead
 from crm_mcp.sync.commands import ContactData, FollowUpTask, LeadApply
 from crm_mcp.tools._base import crm_tool, queue_write
-from crm_mcp.tools.appointments import ConnectionArg, IdempotencyArg, derive_key
+from crm_mcp.tools.appointments import derive_key
+from crm_mcp.tools.args import ConnectionArg, IdempotencyArg, SaneDateTime
 from crm_mcp.tools.crm_queries import EMAIL_PATTERN, ID_PATTERN, PHONE_PATTERN
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             str | None,
             Field(
                 pattern=ID_PATTERN,
+                max_length=64,
                 description="CRM contact to score; facts are read from the CRM.",
                 examples=["ve9EPM428h8vShlRW1KT"],
             ),
@@ -147,7 +149,9 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         email: Annotated[
             str | None, Field(max_length=254, pattern=EMAIL_PATTERN, examples=["jane@example.com"])
         ] = None,
-        phone: Annotated[str | None, Field(pattern=PHONE_PATTERN, examples=["+15551234567"])] = None,
+        phone: Annotated[
+            str | None, Field(pattern=PHONE_PATTERN, max_length=32, examples=["+15551234567"])
+        ] = None,
         company_name: Short = None,
         budget: Annotated[
             str | None,
@@ -165,7 +169,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         replies: Annotated[int, Field(ge=0, le=1000, description="Replies/messages from the lead.")] = 0,
         booked_appointments: Annotated[int, Field(ge=0, le=100, description="Upcoming bookings.")] = 0,
         last_activity: Annotated[
-            datetime | None, Field(description="Last contact with the lead (ISO 8601).")
+            SaneDateTime | None, Field(description="Last contact with the lead (ISO 8601).")
         ] = None,
         apply: Annotated[
             bool, Field(description="Queue the score (custom field), tags and follow-up task to the CRM.")

@@ -42,6 +42,7 @@ from crm_mcp.sync.records import (
 )
 from crm_mcp.tools._base import crm_tool, queue_write
 from crm_mcp.tools.appointments import IdempotencyArg, derive_key
+from crm_mcp.tools.args import SaneDateTime
 from crm_mcp.tools.schema import propose_mapping
 from crm_mcp.views import crm_fields
 
@@ -244,8 +245,8 @@ async def open_run(rt: Runtime, req: SyncRequest, target: str) -> Run:
     for command, op in stored:
         if command.request != req.fingerprint or op.connection != target:
             raise IdempotencyError(
-                f"idempotency key {key!r} was already used for a sync run with other arguments "
-                f"(from {command.source} to {op.connection}); use a new key for a different request"
+                f"idempotency key {key!r} was already used for a sync run with other arguments; "
+                "use a new key for a different request"
             )
         run.pages.append((command.page, op.id, op.status, op.result or {}))
     if stored:
@@ -364,7 +365,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         ],
         object: Annotated[Literal["contacts"], Field(description="What to sync.")] = "contacts",
         since: Annotated[
-            datetime | None,
+            SaneDateTime | None,
             Field(
                 description="Only source records updated at or after this (ISO 8601).",
                 examples=["2026-01-01T00:00:00Z"],
@@ -380,7 +381,9 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         ] = 100,
         max_pages: Annotated[
             int | None,
-            Field(ge=1, description="Stop after this many pages; call again with run_key to go on."),
+            Field(
+                ge=1, le=10_000, description="Stop after this many pages; call again with run_key to go on."
+            ),
         ] = None,
     ) -> SyncRecordsResult:
         """Copy contacts that are missing or changed in `target` from `source` (source wins; nothing is

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from crm_mcp.state.status import SyncStatus
 from crm_mcp.tools._base import crm_tool
+from crm_mcp.tools.args import OffsetArg
 from crm_mcp.tools.models import OperationSummary, RetryResult
 from crm_mcp.views import DeadLetterList, current_status, dead_letter_page
 
@@ -69,9 +70,11 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         open_world=False,
     )
     async def list_dead_letters(
-        connection: Annotated[str | None, Field(description="Only this connection.")] = None,
+        connection: Annotated[
+            str | None, Field(min_length=1, max_length=128, description="Only this connection.")
+        ] = None,
         limit: Annotated[int, Field(ge=1, le=100, description="Page size.")] = 20,
-        offset: Annotated[int, Field(ge=0, description="From next_offset of the previous page.")] = 0,
+        offset: OffsetArg = 0,
     ) -> DeadLetterList:
         """Operations that failed for good, newest first, with why they failed and every attempt's error."""
         return await dead_letter_page(
@@ -89,10 +92,12 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     async def retry_failed_sync(
         ctx: Context,
         operation_id: Annotated[
-            str | None, Field(description="A dead operation id or dead-letter entry id.")
+            str | None,
+            Field(min_length=1, max_length=64, description="A dead operation id or dead-letter entry id."),
         ] = None,
         connection: Annotated[
-            str | None, Field(description="Retry every dead operation of this connection.")
+            str | None,
+            Field(min_length=1, max_length=128, description="Retry every dead operation of this connection."),
         ] = None,
         all: Annotated[bool, Field(description="Retry every dead operation.")] = False,
         dry_run: Annotated[bool, Field(description="Only list what would be retried.")] = False,

@@ -9,7 +9,6 @@ the caller's idempotency key, so a repeated repair queues nothing twice.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -18,6 +17,7 @@ from pydantic import Field
 
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.appointments import ConnectionArg
+from crm_mcp.tools.args import SaneDateTime
 from crm_mcp.tools.validate_report import ValidationReport, cap_report
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             Field(description="What to compare: appointments or leads/contacts."),
         ] = "appointment",
         since: Annotated[
-            datetime | None, Field(description="Only local records changed since (ISO 8601).")
+            SaneDateTime | None, Field(description="Only local records changed since (ISO 8601).")
         ] = None,
         sample: Annotated[
             int, Field(ge=1, le=500, description="Most local records to compare (newest first).")

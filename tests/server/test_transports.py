@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +43,26 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(args: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+def serving(
+    args: list[str], env: dict[str, str], port: int, *, host: str = "127.0.0.1"
+) -> Iterator[subprocess.Popen[bytes]]:
     with serving_command(
-        [sys.executable, "-m", "crm_mcp", "serve", *args, "--port", str(port)], env, port
+        [sys.executable, "-m", "crm_mcp", "serve", *args, "--port", str(port)], env, port, host=host
     ) as p:
         yield p
 
 
 @contextmanager
-def serving_command(argv: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a server command until it accepts connections on `port`; stop it afterwards."""
+def serving_command(
+    argv: list[str], env: dict[str, str], port: int, *, host: str = "127.0.0.1"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server command until it accepts connections on `host:port`; stop it afterwards."""
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                with socket.create_connection((host, port), timeout=0.2):
                     break
             except OSError:
                 if proc.poll() is not None:
@@ -201,6 +206,7 @@ async def test_signed_webhook_is_received_by_serve_http(tmp_path: Path) -> None:
             "email": "hook@example.com",
             "firstName": "Hook",
         },
+        timestamp=datetime.now(UTC),
         webhook_id="evt-1",
     )
     url = f"http://127.0.0.1:{port}/webhooks/gohighlevel/gohighlevel"

@@ -47,6 +47,7 @@ def signer() -> GHLWebhookSigner:
 
 
 LOC = "SbxLoc00000000000001"  # the ghl connection's location
+LOC2 = "SbxLoc00000000000002"  # the ghl2 connection's location (another tenant, same signing key)
 
 
 def toml_str(value: str) -> str:
@@ -65,6 +66,10 @@ def env(tmp_path: Path, signer: GHLWebhookSigner, monkeypatch: pytest.MonkeyPatc
         f'location_id = "{LOC}"\n'
         f"webhook_public_key = {toml_str(signer.rsa_public_pem)}\n"
         f"webhook_ed25519_public_key = {toml_str(signer.ed25519_public_pem)}\n"
+        "[connections.ghl2]\n"
+        'provider = "gohighlevel"\n'
+        f'location_id = "{LOC2}"\n'
+        f"webhook_public_key = {toml_str(signer.rsa_public_pem)}\n"
         "[connections.hs]\n"
         'provider = "hubspot"\n'
         f"client_secret = {toml_str(HUBSPOT_SECRET)}\n"
@@ -198,9 +203,62 @@ async def test_refusals_over_http_store_nothing(env: Env, client: httpx2.AsyncCl
         for _ in range(300):
             yield b"x" * 1024
 
-    chunked = await client.post(url, content=chunks(), headers={"x-wh-signature": "AAAA"})
+    chunked = await client.post(
+        url, content=chunks(), headers={"x-wh-signature": "AAAA", "content-type": "application/json"}
+    )
     assert chunked.status_code == 413
     assert await stored(env) == []
+
+
+async def test_the_same_event_id_on_two_connections_is_stored_for_both(
+    env: Env, client: httpx2.AsyncClient
+) -> None:
+    """Event ids are unique per sender account only: one tenant's id never makes another
+    tenant's event a dropped "duplicate". Within one connection a redelivery still is one."""
+    for name, loc in (("ghl", LOC), ("ghl2", LOC2)):
+        body = ghl_event_body(
+            {"type": "ContactCreate", "locationId": loc, "id": f"c-{name}", "email": f"{name}@example.com"},
+            timestamp=NOW,
+            webhook_id="same-id",
+        )
+        url = f"{env.url}/webhooks/gohighlevel/{name}"
+        r = await client.post(url, content=body, headers=env.ghl.headers(body, ed25519_sig=False))
+        assert r.status_code == 200 and r.json() == {"stored": 1, "event_ids": ["same-id"]}, r.text
+        again = await client.post(url, content=body, headers=env.ghl.headers(body, ed25519_sig=False))
+        assert again.json()["duplicate"] is True
+    rows = await stored(env)
+    assert sorted((e.connection, e.event_id) for e in rows) == [("ghl", "same-id"), ("ghl2", "same-id")]
+
+
+async def test_ghl_event_without_a_timestamp_is_refused(env: Env, client: httpx2.AsyncClient) -> None:
+    """No timestamp, no freshness proof: a captured delivery could be replayed forever."""
+    url = f"{env.url}/webhooks/gohighlevel/ghl"
+    body = ghl_event_body({"locationId": LOC, "type": "ContactUpdate", "id": "c"}, webhook_id="no-ts")
+    r = await client.post(url, content=body, headers=env.ghl.headers(body))
+    assert r.status_code == 400 and "timestamp" in r.json()["error"]
+    assert await stored(env) == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
+)
+async def test_a_body_not_sent_as_json_is_refused(
+    env: Env, client: httpx2.AsyncClient, content_type: str | None
+) -> None:
+    """Validly signed, but not declared as JSON (what a cross-site form can send): 415."""
+    url = f"{env.url}/webhooks/gohighlevel/ghl"
+    body = ghl_event_body({"locationId": LOC, "type": "ContactUpdate", "id": "c"}, timestamp=NOW)
+    headers = {k: v for k, v in env.ghl.headers(body).items() if k.lower() != "content-type"}
+    if content_type is not None:
+        headers["content-type"] = content_type
+    r = await client.post(url, content=body, headers=headers)
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
+    assert await stored(env) == []
+    charset = await client.post(
+        url, content=body, headers={**headers, "content-type": "application/json; charset=utf-8"}
+    )
+    assert charset.status_code == 200, charset.text
 
 
 async def test_hubspot_v3_over_http(env: Env, client: httpx2.AsyncClient) -> None:

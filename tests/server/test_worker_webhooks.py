@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ async def test_worker_receives_signed_webhooks(tmp_path: Path) -> None:
             "id": "WorkerHookContact001",
             "email": "worker-hook@example.com",
         },
+        timestamp=datetime.now(UTC),
         webhook_id="w-1",
     )
     argv = [sys.executable, "-m", "crm_mcp", "worker", "--webhooks-port", str(port)]

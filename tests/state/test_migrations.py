@@ -35,7 +35,7 @@ async def test_upgrade_creates_every_table_and_is_repeatable(tmp_path: Path) -> 
         await db.upgrade()
         assert (tmp_path / "nested" / "state" / "crm-mcp.db").exists()
         await db.upgrade()  # at head: nothing to do, no error
-        assert await db.current_revision() == "0002"
+        assert await db.current_revision() == "0003"
         async with db.engine.connect() as conn:
             names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         assert names == TABLES
@@ -110,7 +110,7 @@ async def test_concurrent_first_starts_migrate_once(tmp_path: Path) -> None:
     dbs = [Database(f"sqlite+aiosqlite:///{tmp_path}/race.db") for _ in range(3)]
     try:
         await asyncio.gather(*(d.upgrade() for d in dbs))
-        assert await dbs[0].current_revision() == "0002"
+        assert await dbs[0].current_revision() == "0003"
     finally:
         for d in dbs:
             await d.dispose()
@@ -141,5 +141,36 @@ async def test_0002_moves_appointment_statuses_to_the_neutral_vocabulary(tmp_pat
         async with db.engine.connect() as conn:
             with pytest.raises(Exception, match="CHECK"):
                 await conn.execute(text("UPDATE appointments SET status = 'showed' WHERE id = 'a0'"))
+    finally:
+        await db.dispose()
+
+
+async def test_0003_dedupes_webhooks_per_connection_and_downgrades(tmp_path: Path) -> None:
+    """Under 0002 an event id was unique per provider; from 0003 per (provider, connection)."""
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+
+    from crm_mcp.state.db import alembic_config
+
+    insert = text(
+        "INSERT INTO inbox_events (provider, connection, event_id, event_type, verified, payload,"
+        " received_at) VALUES ('gohighlevel', :c, 'evt-1', 'ContactCreate', 1, '{}', '2026-01-01 00:00:00')"
+    )
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0002"))
+            await conn.execute(insert, {"c": "clinic-east"})
+        await db.upgrade()
+        async with db.engine.begin() as conn:
+            await conn.execute(insert, {"c": "clinic-west"})  # another tenant, the same id: stored
+        with pytest.raises(IntegrityError):
+            async with db.engine.begin() as conn:
+                await conn.execute(insert, {"c": "clinic-west"})  # a redelivery: still a duplicate
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0002"))
+        async with db.engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT connection FROM inbox_events"))).scalars().all()
+        assert rows == ["clinic-east"]  # the old key keeps the first event received
     finally:
         await db.dispose()

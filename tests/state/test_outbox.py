@@ -85,6 +85,69 @@ async def test_enqueue_is_idempotent_per_key(db: Database) -> None:
         assert (await s.execute(select(func.count()).select_from(SyncOperation))).scalar_one() == 1
 
 
+async def test_a_key_reused_on_another_connection_names_nothing_of_it(db: Database) -> None:
+    first = await add(db, "shared", connection="clinic-east")
+    async with db.begin_write() as s:
+        with pytest.raises(IdempotencyError) as caught:
+            await outbox.enqueue(
+                s,
+                idempotency_key="shared",
+                connection="clinic-west",
+                action="contact.upsert",
+                payload={"other": 1},
+                entity_type="lead",
+                entity_id="x",
+                now=T0,
+            )
+    text = str(caught.value)
+    assert "'shared' was already used for a different request" in text
+    assert "clinic-east" not in text and first.id not in text
+    with pytest.raises(IdempotencyError, match=first.id):  # the caller's own connection: named
+        await add(db, "shared", payload={"other": 2}, connection="clinic-east")
+    with pytest.raises(IdempotencyError) as batch:
+        async with db.begin_write() as s:
+            item = outbox.NewOperation("shared", "clinic-west", "contact.upsert", {"o": 1}, "lead", "x")
+            await outbox.enqueue_many(s, [item], now=T0)
+    assert "clinic-east" not in str(batch.value) and first.id not in str(batch.value)
+
+
+async def test_an_oversized_payload_is_refused_and_nothing_is_stored(db: Database) -> None:
+    from crm_mcp.errors import StateError
+
+    with pytest.raises(StateError, match="an operation may store"):
+        await add(db, "big", payload={"notes": "x" * (outbox.MAX_PAYLOAD_BYTES + 1)})
+    with pytest.raises(StateError, match="an operation may store"):
+        async with db.begin_write() as s:
+            item = outbox.NewOperation("big2", "ghl", "x", {"n": "x" * outbox.MAX_PAYLOAD_BYTES}, "lead", "b")
+            await outbox.enqueue_many(s, [item], now=T0)
+    async with db.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(SyncOperation))).scalar_one() == 0
+
+
+def test_outbox_commands_bound_every_value() -> None:
+    """Whoever builds a command (a tool, a repair, a cross-CRM run), nothing unbounded is queued."""
+    from pydantic import ValidationError
+
+    from crm_mcp.sync.commands import ContactData, ContactNote, ContactUpsert
+
+    huge = "x" * 1_000_000
+    for bad in (
+        {"first_name": huge},
+        {"email": huge},
+        {"tags": [huge]},
+        {"tags": ["t"] * 1000},
+        {"custom_fields": {"budget": huge}},
+        {"custom_fields": {huge: 1}},
+        {"custom_fields": {f"f{i}": i for i in range(1000)}},
+    ):
+        with pytest.raises(ValidationError):
+            ContactData(**bad)
+    with pytest.raises(ValidationError):
+        ContactNote(contact_id="c1", body=huge)
+    ok = ContactUpsert(lead_id="l1", contact=ContactData(first_name="A", custom_fields={"budget": 2500}))
+    assert ok.payload()["contact"]["custom_fields"] == {"budget": 2500}
+
+
 async def test_local_record_and_outbox_row_commit_together(db: Database) -> None:
     with pytest.raises(RuntimeError):
         async with db.begin_write() as s:

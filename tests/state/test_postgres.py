@@ -76,11 +76,22 @@ async def _enqueue(db: Database, key: str, payload: dict | None = None) -> tuple
 
 async def test_schema_and_timestamps(pg: Database) -> None:
     assert not pg.is_sqlite
-    assert await pg.current_revision() == "0002"
+    assert await pg.current_revision() == "0003"
     op, _ = await _enqueue(pg, "k")
     async with pg.sessions() as s:
         row = await outbox.get_operation(s, op.id)
     assert row is not None and row.next_attempt_at == T0 and row.next_attempt_at.tzinfo is not None
+
+
+async def test_webhook_event_ids_are_deduplicated_per_connection(pg: Database) -> None:
+    """The same event id on two connections is two events; on one connection, one."""
+    from crm_mcp.connectors.webhooks import IncomingEvent
+    from crm_mcp.sync.inbox import store
+
+    event = [IncomingEvent("evt-1", "ContactCreate", {"locationId": "L"})]
+    assert await store(pg, "gohighlevel", "clinic-east", event, T0) == (["evt-1"], [])
+    assert await store(pg, "gohighlevel", "clinic-west", event, T0) == (["evt-1"], [])
+    assert await store(pg, "gohighlevel", "clinic-west", event, T0) == ([], ["evt-1"])
 
 
 async def test_enqueue_idempotency(pg: Database) -> None:

@@ -94,7 +94,7 @@ async def test_same_event_twice_is_one_row(db: Database, ghl: GHLWebhookSigner) 
 
 
 async def test_without_webhook_id_the_body_hash_dedupes(db: Database, ghl: GHLWebhookSigner) -> None:
-    body = json.dumps(example("ContactCreate")).encode()
+    body = json.dumps({**example("ContactCreate"), "timestamp": NOW.isoformat()}).encode()
     assert (await ghl_receive(db, ghl, body)).status == 200
     assert (await ghl_receive(db, ghl, body)).body["duplicate"] is True
     async with db.sessions() as s:
@@ -112,6 +112,7 @@ async def test_without_webhook_id_the_body_hash_dedupes(db: Database, ghl: GHLWe
         ("too_large", 413, "exceeds"),
         ("malformed", 400, "not valid JSON"),
         ("not_object", 400, "JSON object"),
+        ("no_timestamp", 400, "no timestamp"),
     ],
 )
 async def test_refused_deliveries_are_not_stored(
@@ -129,6 +130,8 @@ async def test_refused_deliveries_are_not_stored(
         body = b'{"type": "ContactUpdate",'
     elif case == "not_object":
         body = b"[1, 2]"
+    elif case == "no_timestamp":
+        body = ghl_event_body({"locationId": LOC, "type": "ContactUpdate", "id": "c1"}, webhook_id="w")
     headers = ghl.headers(body)
     if case == "bad_signature":
         headers = ghl.headers(body + b" ")
@@ -164,9 +167,11 @@ async def test_ghl_event_for_another_location_is_refused(
 async def test_ghl_invoice_and_location_events_bind_by_alt_id_and_id(
     db: Database, ghl: GHLWebhookSigner
 ) -> None:
-    invoice = ghl_event_body({"type": "InvoiceCreate", "altType": "location", "altId": LOC}, webhook_id="i")
+    invoice = ghl_event_body(
+        {"type": "InvoiceCreate", "altType": "location", "altId": LOC}, timestamp=NOW, webhook_id="i"
+    )
     assert (await ghl_receive(db, ghl, invoice)).status == 200
-    location = ghl_event_body({"type": "LocationUpdate", "id": LOC}, webhook_id="l")
+    location = ghl_event_body({"type": "LocationUpdate", "id": LOC}, timestamp=NOW, webhook_id="l")
     assert (await ghl_receive(db, ghl, location)).status == 200
 
 

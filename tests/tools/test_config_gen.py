@@ -257,3 +257,24 @@ async def test_verify_a_toml_connection_points_at_its_table(
         r = await h.ok(TOOL, {"name": "clinic-east", "format": "toml", "verify": True})
         assert r["verified"] is False and "[connections.clinic-east]" in r["checks"][0]["detail"]
         assert CANARY not in str(r)
+
+
+async def test_verify_never_contacts_an_address_from_the_call(
+    ghl_sandbox: Any, settings_factory: Any
+) -> None:
+    """verify=true checks the connection as configured on this server: a base_url (or any other
+    option) in the call is never contacted, so the tool cannot be used to probe loopback ports."""
+    import socket
+
+    _sim, server = ghl_sandbox
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        async with toolbox(settings_factory(server.url)) as h:
+            for url in (f"http://127.0.0.1:{port}", f"http://localhost:{port}/v1"):
+                for provider in ("gohighlevel", "hubspot"):
+                    await h.call(TOOL, {"provider": provider, "verify": True, "options": {"base_url": url}})
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected

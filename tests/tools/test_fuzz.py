@@ -5,13 +5,18 @@ mixed with arbitrary JSON of any type), so the fuzzer tests the contract an agen
 must end in a valid result (matching the tool's output schema) or a clear tool error (is_error
 with text) — never a protocol error or exception — and a rejected call must leave the CRM and the
 outbox exactly as they were. 200 cases per tool when CI is set, 30 locally.
+
+The junk values include the extremes an attacker tries first (`2**63`, year 9999, year 1 with an
+offset, 100 kB strings), and every tool's published schema must bound every argument: strings by
+length, numbers by range, lists and maps by size, so none of them reaches the outbox, a CRM or
+the model unbounded.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -34,6 +39,11 @@ settings.register_profile(
     ],
 )
 TOOLS = [
+    "create_appointment",
+    "update_appointment_status",
+    "get_sync_status",
+    "list_dead_letters",
+    "retry_failed_sync",
     "search_contacts",
     "get_contact",
     "upsert_contact",
@@ -46,6 +56,8 @@ TOOLS = [
     "qualify_lead",
 ]
 READ_ONLY = {
+    "get_sync_status",
+    "list_dead_letters",
     "search_contacts",
     "get_contact",
     "find_free_slots",
@@ -54,8 +66,21 @@ READ_ONLY = {
     "generate_connector_config",
 }
 
+EXTREMES = st.sampled_from(
+    [
+        2**63,
+        -(2**63),
+        2**64,
+        10**30,
+        1e300,
+        "9999-12-31",
+        "9999-12-31T23:59:59",
+        "0001-01-01T00:00:00+05:00",
+        "x" * 100_000,
+    ]
+)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30) | EXTREMES,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6,
 )
@@ -100,8 +125,15 @@ def valid_value(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrate
     return JSON
 
 
-def arguments(schema: dict[str, Any], overrides: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
-    """Two thirds well-typed calls; one third with one argument replaced by arbitrary JSON."""
+# Arguments whose out-of-range dates the fuzzer avoids (none: every date is bounded).
+PENDING_DATE_BOUNDS: dict[str, set[str]] = {}
+
+
+def arguments(
+    schema: dict[str, Any], overrides: dict[str, st.SearchStrategy[Any]], *, keep: set[str] = frozenset()
+) -> st.SearchStrategy[Any]:
+    """Two thirds well-typed calls; one third with one argument (not in `keep`) replaced by
+    arbitrary JSON."""
     defs = schema.get("$defs", {})
     props: dict[str, Any] = schema.get("properties", {})
     required = set(schema.get("required", []))
@@ -112,7 +144,9 @@ def arguments(schema: dict[str, Any], overrides: dict[str, st.SearchStrategy[Any
     )
     if not props:
         return valid
-    junk = st.tuples(valid, st.sampled_from(sorted(props)), JSON).map(lambda t: {**t[0], t[1]: t[2]})
+    junk = st.tuples(valid, st.sampled_from(sorted(set(props) - keep)), JSON).map(
+        lambda t: {**t[0], t[1]: t[2]}
+    )
     return st.one_of(valid, valid, junk)
 
 
@@ -136,6 +170,9 @@ def overrides_for(tool: str, sandbox_url: str, contact_ids: list[str]) -> dict[s
         out["base_url"] = st.just(sandbox_url)
     if tool == "qualify_lead":
         out["contact_id"] = st.none() | out["contact_id"]
+    sane = st.datetimes(min_value=datetime(1971, 1, 2), max_value=datetime(2099, 12, 30))
+    for name in PENDING_DATE_BOUNDS.get(tool, ()):
+        out[name] = st.none() | sane.map(datetime.isoformat)
     return out
 
 
@@ -170,7 +207,11 @@ def test_fuzz_tool_inputs(tool: str, ghl_sandbox: Any, settings_factory: Any) ->
     ):
         tools, contact_ids = portal.call(seed, h)
         spec = tools[tool]
-        strategy = arguments(spec.input_schema, overrides_for(tool, server.url, contact_ids))
+        strategy = arguments(
+            spec.input_schema,
+            overrides_for(tool, server.url, contact_ids),
+            keep=PENDING_DATE_BOUNDS.get(tool, set()),
+        )
         call: Callable[..., Any] = h.call
 
         @settings(settings.get_profile("toolbox-fuzz"))
@@ -194,3 +235,112 @@ def test_fuzz_tool_inputs(tool: str, ghl_sandbox: Any, settings_factory: Any) ->
                 assert portal.call(outbox_rows, h) == before_db, f"read-only {tool}{args} changed state"
 
         run()
+
+
+# -- every argument bounded -------------------------------------------------------------------
+
+# Arguments still without a bound (none).
+PENDING_BOUNDS: set[tuple[str, str]] = set()
+
+
+def unbounded(schema: dict[str, Any], defs: dict[str, Any], path: str = "") -> list[str]:
+    """Where a JSON schema accepts values of any size: strings without maxLength (enums, consts
+    and dates aside: a date parses or fails), numbers without both bounds, lists without
+    maxItems, maps without maxProperties."""
+    if "$ref" in schema:
+        return unbounded(defs[schema["$ref"].split("/")[-1]], defs, path)
+    out = [
+        p
+        for k in ("anyOf", "oneOf", "allOf")
+        for sub in schema.get(k, [])
+        for p in unbounded(sub, defs, path)
+    ]
+    kind = schema.get("type")
+    dates = schema.get("format") in {"date", "date-time"}
+    if kind == "string" and not dates and not {"maxLength", "enum", "const"} & schema.keys():
+        out.append(f"{path}: string without maxLength")
+    if kind in ("integer", "number") and not {"minimum", "exclusiveMinimum"} & schema.keys():
+        out.append(f"{path}: {kind} without a minimum")
+    if kind in ("integer", "number") and not {"maximum", "exclusiveMaximum"} & schema.keys():
+        out.append(f"{path}: {kind} without a maximum")
+    if kind == "array":
+        if "maxItems" not in schema:
+            out.append(f"{path}: list without maxItems")
+        out += unbounded(schema.get("items", {}), defs, f"{path}[]")
+    if kind == "object":
+        extra = schema.get("additionalProperties")
+        if (extra or "properties" not in schema) and extra is not False and "maxProperties" not in schema:
+            out.append(f"{path}: map without maxProperties")
+        if isinstance(extra, dict):
+            out += unbounded(extra, defs, f"{path}{{}}")
+        for name, sub in schema.get("properties", {}).items():
+            out += unbounded(sub, defs, f"{path}.{name}".lstrip("."))
+    if kind is None and not {"anyOf", "oneOf", "allOf", "enum", "const", "$ref"} & schema.keys():
+        out.append(f"{path}: any JSON value")
+    return out
+
+
+@pytest.mark.anyio
+async def test_every_argument_of_every_tool_is_bounded(ghl_sandbox: Any, settings_factory: Any) -> None:
+    _sim, server = ghl_sandbox
+    async with toolbox(settings_factory(server.url)) as h:
+        problems = []
+        for tool in (await h.client.list_tools()).tools:
+            schema = tool.input_schema
+            for problem in unbounded(schema, schema.get("$defs", {})):
+                if (
+                    tool.name,
+                    problem.split(":")[0].split(".")[0].split("[")[0].split("{")[0],
+                ) not in PENDING_BOUNDS:
+                    problems.append(f"{tool.name}.{problem}")
+        assert not problems, problems
+
+
+MEGABYTE = "x" * 1_000_000
+ATTACKS = [
+    (
+        "create_appointment",
+        {"first_name": "Y", "email": "y@example.com", "start_time": "9999-12-31T23:00:00"},
+    ),
+    (
+        "create_appointment",
+        {"first_name": "Y", "email": "y@example.com", "start_time": "0001-01-01T00:00:00+05:00"},
+    ),
+    (
+        "create_appointment",
+        {
+            "first_name": "Y",
+            "email": "y@example.com",
+            "start_time": "2026-12-01T15:00:00Z",
+            "connection": MEGABYTE,
+        },
+    ),
+    ("upsert_contact", {"first_name": "Y", "email": "y@example.com", "custom_fields": {"budget": MEGABYTE}}),
+    ("upsert_contact", {"first_name": "Y", "email": "y@example.com", "custom_fields": {"budget": 2**63}}),
+    ("upsert_contact", {"first_name": "Y", "email": "y@example.com", "connection": MEGABYTE}),
+    ("list_dead_letters", {"offset": 2**63}),
+    ("list_dead_letters", {"connection": MEGABYTE}),
+    ("retry_failed_sync", {"operation_id": MEGABYTE}),
+    ("find_free_slots", {"start_date": "9999-12-25", "end_date": "9999-12-31"}),
+    ("qualify_lead", {"first_name": "Y", "last_activity": "9999-12-31T00:00:00"}),
+    ("update_appointment_status", {"appointment_id": MEGABYTE, "action": "confirm"}),
+    ("search_contacts", {"connection": MEGABYTE}),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("tool", "args"), ATTACKS, ids=[f"{t}-{i}" for i, (t, _) in enumerate(ATTACKS)])
+async def test_out_of_range_values_are_clear_tool_errors(
+    ghl_sandbox: Any, settings_factory: Any, tool: str, args: dict[str, Any]
+) -> None:
+    """The values from the security review: a clear error naming the argument, nothing stored,
+    and nothing echoed back at length."""
+    sim, server = ghl_sandbox
+    async with toolbox(settings_factory(server.url)) as h:
+        before_crm, before_db = crm_state(sim), await outbox_rows(h)
+        result = await h.call(tool, args)
+        assert result.is_error, result.structured_content
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        assert "Internal error" not in text and len(text) < 5_000, text[:500]
+        assert any(name in text for name in args), text
+        assert crm_state(sim) == before_crm and await outbox_rows(h) == before_db

@@ -173,6 +173,50 @@ async def test_same_key_with_different_arguments_is_an_error_that_says_so(
         assert row is not None and row.status == "confirmed"  # the refused cancel changed nothing
 
 
+async def test_a_key_used_on_another_connection_names_nothing_of_it(
+    ghl_sandbox: Any, settings_factory: Any, tmp_path: Any
+) -> None:
+    """Keys are global, connections are not the caller's to see: reusing another connection's
+    key is refused without naming that connection, its operation or its appointment."""
+    from crm_mcp.providers.gohighlevel.sandbox.simulator import (
+        SANDBOX_CALENDAR_ID,
+        SANDBOX_LOCATION_ID,
+        SANDBOX_TOKEN,
+    )
+
+    _sim, server = ghl_sandbox
+    (tmp_path / "crm-mcp.toml").write_text(
+        f'[connections.clinic-east]\nprovider = "gohighlevel"\ntoken = "{SANDBOX_TOKEN}"\n'
+        f'location_id = "{SANDBOX_LOCATION_ID}"\ncalendar_id = "{SANDBOX_CALENDAR_ID}"\n'
+        f'base_url = "{server.url}"\n'
+    )
+    async with harness(settings_factory(server.url)) as h:
+        east = {"connection": "clinic-east", "idempotency_key": "east-key"}
+        theirs = await h.ok("upsert_contact", {"first_name": "Ida", "email": "ida@example.com", **east})
+        east_booking = await booked(h, connection="clinic-east", idempotency_key="east-book")
+        ours = (await booked(h, connection="gohighlevel", start_time="2026-12-04T15:00:00"))["appointment"]
+        secret = {"clinic-east", theirs["sync_operation_id"], east_booking["sync_operation_id"]}
+        secret.add(east_booking["appointment"]["id"])
+        reuses = [
+            (
+                "upsert_contact",
+                {"first_name": "Max", "email": "max@example.com", "connection": "gohighlevel"},
+            ),
+            ("create_appointment", {**BOOKING, "connection": "gohighlevel"}),
+            ("update_appointment_status", {"appointment_id": ours["id"], "action": "confirm"}),
+        ]
+        for key in ("east-key", "east-book"):
+            for tool, args in reuses:
+                text = error_text(await h.call(tool, {**args, "idempotency_key": key}))
+                assert "IdempotencyError" in text and repr(key) in text, (tool, text)
+                assert not [s for s in secret if s in text], (tool, text)
+        # on its own connection the caller is told which operation holds the key
+        own = error_text(
+            await h.call("upsert_contact", {"first_name": "Max", "email": "m@example.com", **east})
+        )
+        assert theirs["sync_operation_id"] in own
+
+
 # -- concurrent duplicates --------------------------------------------------------------------
 
 

@@ -4,7 +4,8 @@ event to the connection's location, and turn contact and appointment events into
 GoHighLevel signs every account's webhooks with one key, so a valid signature proves only that
 GoHighLevel sent the event, not whose it is: `tenant` names the location each event is about,
 and the inbox refuses any other. Freshness comes from the body's `timestamp` (GoHighLevel puts no
-time in its headers), checked after the body is proven authentic.
+time in its headers), checked after the body is proven authentic; a delivery without one is
+refused (400), since nothing else proves it is not a replay.
 """
 
 from __future__ import annotations
@@ -146,14 +147,21 @@ class GoHighLevelWebhooks:
         )
 
     def events(self, data: Any, body: bytes, verified: Verified, now: datetime) -> list[IncomingEvent]:
-        """One event per delivery: `webhookId`, else a sha256 of the raw body, is its id."""
+        """One event per delivery: `webhookId`, else a sha256 of the raw body, is its id.
+
+        Raises:
+            ValueError: the body is not an object, or has no `timestamp` (answered 400).
+            SignatureRejected: the timestamp is unreadable, stale or in the future (401).
+        """
         if not isinstance(data, dict):
             raise ValueError("a GoHighLevel webhook body must be a JSON object")
-        if "timestamp" in data:
-            ts = parse_timestamp(data["timestamp"])
-            if ts is None:
-                raise SignatureRejected("unreadable body timestamp; cannot prove the event is fresh")
-            check_fresh(ts, now)
+        if data.get("timestamp") in (None, ""):
+            # no time, no freshness proof: a captured delivery could be replayed forever
+            raise ValueError("the GoHighLevel webhook has no timestamp, so its freshness cannot be checked")
+        ts = parse_timestamp(data["timestamp"])
+        if ts is None:
+            raise SignatureRejected("unreadable body timestamp; cannot prove the event is fresh")
+        check_fresh(ts, now)
         event_id = str(data.get("webhookId") or "sha256:" + hashlib.sha256(body).hexdigest())
         return [IncomingEvent(bounded_id(event_id), str(data.get("type") or "unknown"), data)]
 

@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/quota.py
 	$(PY) bench/faults.py
 	$(PY) bench/outbox.py
+	$(PY) bench/requests_per_booking.py
 	$(PY) bench/sync_records.py
 
 clean:

@@ -4,7 +4,8 @@ N operations (default 2,000 notes, each with a unique marker) go through the rea
 (SQLite outbox, leases, retries, dead letters) and the real connector stack into the GoHighLevel
 simulator (20 requests / 2 s) while ~20 % of requests fail with 503s or time out, plus one full
 outage in the middle (every request 503 for a few seconds) that must trip the circuit breaker.
-Handlers look before they create when an earlier attempt may have landed.
+Handlers look before they create only when an earlier attempt may have landed
+(`ctx.read_before_create`: a timeout or a 5xx, never a first attempt), as the booking handler does.
 
 It checks, and prints: every operation ended succeeded or dead (with its reason), no marker was
 delivered twice, the breaker went open -> half-open -> closed, quota use and 429s; and, in the same
@@ -108,13 +109,13 @@ async def run(ops: int, fault_rate: float, outage: bool, label: str) -> dict[str
                 payload = {"contact_id": contact_ids[i % CONTACTS], "marker": f"op-{i:05d}", "body": "bench"}
                 await outbox.enqueue(
                     session, idempotency_key=f"faults-{i}", connection="bench", action="bench.note",
-                    payload=payload, entity_type="note", entity_id=str(i), now=now,
+                    payload=payload, entity_type="note", entity_id=str(i), now=now, fresh=True,
                 )  # fmt: skip
 
         async def deliver(op: SyncOperation, ctx: HandlerContext) -> dict[str, Any]:
             nonlocal delivered
             p = op.payload
-            if ctx.attempt > 1:  # an earlier attempt may have landed: look before creating again
+            if ctx.read_before_create:  # an earlier attempt may have landed: look before creating again
                 for note in await conn.list_notes(p["contact_id"]):
                     if f"[{p['marker']}]" in note.body:
                         delivered += 1
@@ -148,7 +149,11 @@ async def run(ops: int, fault_rate: float, outage: bool, label: str) -> dict[str
         async with db.sessions() as session:
             dead = await outbox.list_dead_letters(session, limit=ops)
             done = select(SyncOperation).where(SyncOperation.status == "succeeded")
-            succeeded_markers = {o.payload["marker"] for o in (await session.execute(done)).scalars()}
+            succeeded = list((await session.execute(done)).scalars())
+            guarded = select(func.count()).where(SyncOperation.read_before_create)
+            looked = (await session.execute(guarded.select_from(SyncOperation))).scalar_one()
+        succeeded_markers = {o.payload["marker"] for o in succeeded}
+        found = sum(1 for o in succeeded if (o.result or {}).get("found"))
         dead_markers = {d.operation_id for d in dead}
         stats = sim.stats
         requests = stats["total"] - setup_requests
@@ -162,6 +167,8 @@ async def run(ops: int, fault_rate: float, outage: bool, label: str) -> dict[str
             "dead_without_reason": sum(1 for d in dead if not d.reason),
             "duplicates": sum(n - 1 for n in notes.values() if n > 1),
             "lost": sum(1 for m in succeeded_markers if notes[m] == 0),
+            "looked": looked,
+            "found": found,
             "requests": requests,
             "faulted": stats.get("faults_injected", 0),
             "n429": stats["by_status"].get("429", 0),
@@ -181,7 +188,8 @@ def show(r: dict[str, Any]) -> None:
         f"{r['label']:<28} ops={r['ops']} succeeded={r['succeeded']} dead={r['dead']} "
         f"duplicates={r['duplicates']} lost={r['lost']} requests={r['requests']} faulted={r['faulted']} "
         f"429s={r['n429']} elapsed={r['elapsed_s']:.1f}s quota_use={r['quota_use']:.3f} "
-        f"breaker={'->'.join(r['breaker'])} trips={r['trips']}",
+        f"breaker={'->'.join(r['breaker'])} trips={r['trips']} looked_first={r['looked']} "
+        f"found_by_looking={r['found']}",
         flush=True,
     )
     if r["reasons"]:

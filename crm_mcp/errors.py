@@ -87,7 +87,11 @@ class CapabilityError(ConfigurationError):
 
 
 class ConnectorError(CRMError):
-    """A call to a provider failed. Carries the provider, HTTP status and request/trace id."""
+    """A call to a provider failed. Carries the provider, HTTP status and request/trace id.
+
+    `sent` is False when the request provably never reached the provider (the connection was
+    refused), None when that is unknown: the sync engine then assumes a write may have landed.
+    """
 
     def __init__(
         self,
@@ -97,10 +101,12 @@ class ConnectorError(CRMError):
         status: int | None = None,
         request_id: str | None = None,
         hint: str | None = None,
+        sent: bool | None = None,
     ) -> None:
         self.provider = provider
         self.status = status
         self.request_id = request_id
+        self.sent = sent
         super().__init__(message, hint=hint)
 
     def __str__(self) -> str:

@@ -70,9 +70,11 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(settings: Any) -> AsyncIterator[Harness]:
+async def harness(settings: Any, **connector_overrides: Any) -> AsyncIterator[Harness]:
+    """`connector_overrides`: more connector options (e.g. `timeout_s`) besides the fake clock."""
     clock = FakeClock()
-    rt = Runtime(settings, clock=clock, connector_overrides={"clock": clock.monotonic, "sleep": clock.sleep})
+    overrides = {"clock": clock.monotonic, "sleep": clock.sleep, **connector_overrides}
+    rt = Runtime(settings, clock=clock, connector_overrides=overrides)
     try:
         server = build_server(rt)
         await rt.warm_up()

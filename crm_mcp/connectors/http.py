@@ -145,6 +145,7 @@ class ResilientClient:
         deadline = self._clock() + self.max_retry_time_s
         refreshed = False
         attempt = 0
+        landed = False  # whether any exchange so far may have been processed by the provider
         extra = self._endpoint_limiter(method, path)
         while True:
             attempt += 1
@@ -194,6 +195,9 @@ class ResilientClient:
                     await self._auth.refresh()
                     continue
                 error = self._error_for(method, path, response, outcome)
+            landed = landed or reached
+            if landed:
+                error.sent = None  # an earlier try may have been processed, whatever this one did
             if not outcome.retryable or not may_resend(method, idempotent, request_reached_server=reached):
                 raise error
             if attempt >= self.max_attempts:
@@ -300,7 +304,7 @@ class ResilientClient:
             await response.aread()
             return response, None, True
         except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
-            return None, self._transport_error(method, path, exc), False
+            return None, self._transport_error(method, path, exc, sent=False), False
         except httpx2.TimeoutException as exc:
             return None, self._transport_error(method, path, exc), True
         except httpx2.TransportError as exc:
@@ -309,11 +313,15 @@ class ResilientClient:
             self.breaker.record_cancelled()
             raise
 
-    def _transport_error(self, method: str, path: str, exc: Exception) -> ConnectorError:
+    def _transport_error(
+        self, method: str, path: str, exc: Exception, *, sent: bool | None = None
+    ) -> ConnectorError:
+        """`sent=False`: the connection was never made, so the request cannot have been processed."""
         kind = "timed out" if isinstance(exc, httpx2.TimeoutException) else "connection failed"
         return UpstreamUnavailableError(
             self._redact(f"{self.provider} {method} {path}: {kind} ({type(exc).__name__})"),
             provider=self.provider,
+            sent=sent,
         )
 
     def _request_id(self, response: httpx2.Response, body: Any) -> str | None:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -190,6 +191,11 @@ class SyncOperation(Base):
     deadline_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Whether an attempt must look for what it creates in the CRM before creating it. Only ever
+    # goes from False to True: False when the queuer vouched that nothing of this operation can be
+    # in the CRM yet (`enqueue(fresh=True)`), True for good once an attempt may have written what
+    # its stored progress does not record. See `crm_mcp.sync.context`.
+    read_before_create: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -6,6 +6,15 @@ simply lets the lease expire and another worker claims the operation again (at-l
 Every attempt is logged; an operation that runs out of time or fails for good becomes a dead
 letter with its whole error history, and `retry_dead` puts it back. Every function takes `now`
 explicitly so tests drive time instead of waiting for it.
+
+Each operation also carries `read_before_create`, which says whether its next attempt must look
+for what it creates in the CRM before creating it (the guard against a duplicate when an earlier
+attempt's write landed unrecorded). It starts False only for an operation queued `fresh`, and is
+set for good, in the same write as the state change that reveals it, whenever an attempt may have
+written what its stored progress does not record: a claim that takes over an expired lease (that
+attempt started and never recorded an outcome: a crash, a kill), a failure after which the
+request may have been processed, a stop in the middle of a handler, a retried dead letter. Nothing
+ever sets it back, so no reset of `attempts` can make an attempt skip a guard it needs.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Boolean, Connection, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -94,11 +103,16 @@ async def enqueue(
     entity_id: str,
     now: datetime,
     deadline: timedelta = DEFAULT_DEADLINE,
+    fresh: bool = False,
 ) -> tuple[SyncOperation, bool]:
     """Add an operation to the outbox (caller commits). Returns (operation, created).
 
     Replaying the same key with the same request returns the first operation; the same key with
     a different request is refused, because silently dropping either would lose data.
+
+    `fresh`: the caller vouches that nothing this operation creates can be in the CRM yet (what it
+    creates is keyed to a record written in this same transaction, under a new id), so its first
+    attempt may create without looking first. A replayed key keeps the operation as it was.
 
     Raises:
         IdempotencyError: the key was used for a different request.
@@ -121,6 +135,7 @@ async def enqueue(
             next_attempt_at=now,
             deadline_at=now + deadline,
             result={},
+            read_before_create=not fresh,
             created_at=now,
             updated_at=now,
         )
@@ -150,6 +165,7 @@ class NewOperation:
     payload: dict[str, Any]
     entity_type: str
     entity_id: str
+    fresh: bool = False
 
 
 _CHUNK = 500  # keys per SELECT ... IN and rows per INSERT: well under SQLite's parameter limit
@@ -207,9 +223,11 @@ async def _enqueue_chunk(
             continue
         op_id = new_id()
         known[item.idempotency_key] = (op_id, digest, item.action, item.connection)
+        columns = {k: v for k, v in vars(item).items() if k != "fresh"}
         new_rows.append(
             {
-                **vars(item),
+                **columns,
+                "read_before_create": not item.fresh,
                 "id": op_id,
                 "request_hash": digest,
                 "status": "pending",
@@ -244,7 +262,10 @@ async def claim_due(
 ) -> list[SyncOperation]:
     """Lease up to `limit` due operations to `worker_id`, counting an attempt for each.
 
-    Due means pending with next_attempt_at <= now, or in flight under an expired lease. SQLite
+    Due means pending with next_attempt_at <= now, or in flight under an expired lease. Taking
+    over an expired lease sets `read_before_create`: the attempt that held it started and never
+    recorded its outcome, so whatever it wrote is unknown (this write is durable before any
+    request of the new attempt). SQLite
     serializes claimers with BEGIN IMMEDIATE; PostgreSQL lets them run side by side and skip
     each other's rows with FOR UPDATE SKIP LOCKED. `exclude`: ids the caller is still working on
     (a worker that claims while others of its operations run must not start a second attempt of
@@ -268,6 +289,8 @@ async def claim_due(
         with Session(bind=conn, expire_on_commit=False) as session:
             ops = list(session.execute(query).scalars())
             for op in ops:
+                if op.status == "in_flight":  # an earlier attempt started and never recorded an outcome
+                    op.read_before_create = True
                 op.status = "in_flight"
                 op.lease_owner = worker_id
                 op.lease_until = now + lease
@@ -352,6 +375,7 @@ _RELEASE = (
         lease_owner=None,
         lease_until=None,
         result=bindparam("new_result", type_=_OPS.c.result.type),
+        read_before_create=or_(_OPS.c.read_before_create, bindparam("may_have_written", type_=Boolean())),
         attempts=_OPS.c.attempts - 1,
         next_attempt_at=bindparam("new_updated_at", type_=_OPS.c.next_attempt_at.type),
         updated_at=bindparam("new_updated_at", type_=_OPS.c.updated_at.type),
@@ -436,10 +460,12 @@ async def _mark_succeeded_read(
 
 @dataclass
 class Release:
-    """A leased operation a stopping worker hands back, with its progress."""
+    """A leased operation a stopping worker hands back, with its progress. `may_have_written`:
+    its handler was stopped while it ran (a request may have been in flight), not before it began."""
 
     op_id: str
     progress: Mapping[str, Any]
+    may_have_written: bool = True
 
 
 async def release(db: Database, ops: Sequence[Release], *, worker_id: str, now: datetime) -> None:
@@ -448,7 +474,13 @@ async def release(db: Database, ops: Sequence[Release], *, worker_id: str, now: 
     back: our own stop is not a failure of the operation (a kill, whose lease expires, does count).
     One write; an operation whose lease is no longer ours is left alone."""
     params = [
-        {"op_id": r.op_id, "owner": worker_id, "new_result": dict(r.progress), "new_updated_at": now}
+        {
+            "op_id": r.op_id,
+            "owner": worker_id,
+            "new_result": dict(r.progress),
+            "new_updated_at": now,
+            "may_have_written": r.may_have_written,
+        }
         for r in ops
     ]
     if params:
@@ -465,6 +497,7 @@ async def mark_failed(
     retry_at: datetime | None,
     duration_ms: int | None = None,
     progress: Mapping[str, Any] | None = None,
+    may_have_written: bool = True,
 ) -> SyncOperation | None:
     """Reschedule a failed attempt, or move the operation to the dead-letter queue.
 
@@ -473,6 +506,9 @@ async def mark_failed(
     not grow while the CRM merely asks us to wait. Anything else -> dead, with every attempt's
     error in the dead letter. Returns None if the lease was lost meanwhile. `progress`: the
     attempt's recorded steps (see `checkpoint`), stored so that the retry resumes after them.
+    `may_have_written`: the failure leaves open whether the CRM processed a write the progress
+    does not record (a timeout, a 5xx, a reset, an unexpected error): the retry must read before
+    it creates (`crm_mcp.sync.context.may_have_written` decides).
     """
     reschedule = isinstance(error, RateLimitedError | CircuitOpenError)
     async with db.begin_write() as session:
@@ -481,6 +517,8 @@ async def mark_failed(
             return None
         if progress:
             row.result = {**(row.result or {}), **progress}
+        if may_have_written:
+            row.read_before_create = True
         message = _message(error)
         row.last_error = f"{type(error).__name__}: {message}"
         row.lease_owner = row.lease_until = None
@@ -579,6 +617,9 @@ async def retry_dead(
 ) -> list[SyncOperation]:
     """Put dead operations back in the queue: attempts reset, a fresh deadline, progress kept.
 
+    Their next attempt reads before it creates (`read_before_create`): whatever killed them, an
+    earlier attempt may have written what its progress does not record.
+
     Selects by operation ids (dead-letter entry ids are accepted too), by connection, or all.
     Returns only the operations that were (or, with dry_run, would be) requeued: an id that is
     pending, in flight or succeeded is left alone, so calling this twice is harmless.
@@ -597,6 +638,7 @@ async def retry_dead(
             return ops
         for op in ops:
             op.status, op.attempts, op.next_attempt_at = "pending", 0, now
+            op.read_before_create = True
             op.deadline_at, op.updated_at = now + deadline, now
             op.lease_owner = op.lease_until = None
         await session.execute(

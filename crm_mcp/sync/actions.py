@@ -2,8 +2,13 @@
 
 Every step is safe to repeat by itself, and checkpoints its result so that a retried delivery
 resumes where it stopped. Steps whose API has no natural key (appointment, note, task) read
-before they create: the appointment is looked up by contact, calendar and start time; notes and
-tasks carry a reference marker (`crm-mcp:<local id>:<purpose>`) and are looked up by it.
+before they create when an earlier attempt may have written (`ctx.read_before_create`, see
+`crm_mcp.sync.context`): the appointment is looked up by contact, calendar and start time; notes
+and tasks carry a reference marker (`crm-mcp:<local id>:<purpose>`) and are looked up by it. A
+first delivery skips those reads and pays only its writes: one contact upsert carrying the tags
+and custom fields, the appointment, the note, the task. Each create is one write, recorded
+(checkpointed) as soon as it returns: that is what lets a failed attempt say whether it may
+have left a write unrecorded.
 """
 
 from __future__ import annotations
@@ -69,8 +74,11 @@ def _contact_from(person: Person) -> Contact:
     return Contact(**person.model_dump())
 
 
-async def find_or_create_note(connector: Notes, contact_id: str, ref: str, body: str) -> str:
-    for note in await connector.list_notes(contact_id):
+async def find_or_create_note(
+    connector: Notes, contact_id: str, ref: str, body: str, *, look_first: bool = True
+) -> str:
+    """The id of the contact's note marked `ref`, created unless `look_first` finds it."""
+    for note in await connector.list_notes(contact_id) if look_first else []:
         if ref in note.body and note.id:
             return note.id
     created = await connector.add_note(Note(contact_id=contact_id, body=f"{body}\n\n[{ref}]"))
@@ -79,9 +87,17 @@ async def find_or_create_note(connector: Notes, contact_id: str, ref: str, body:
 
 
 async def find_or_create_task(
-    connector: Tasks, contact_id: str, ref: str, title: str, body: str, due: datetime
+    connector: Tasks,
+    contact_id: str,
+    ref: str,
+    title: str,
+    body: str,
+    due: datetime,
+    *,
+    look_first: bool = True,
 ) -> str:
-    for task in await connector.list_tasks(contact_id):
+    """The id of the contact's task marked `ref`, created unless `look_first` finds it."""
+    for task in await connector.list_tasks(contact_id) if look_first else []:
         if task.body and ref in task.body and task.id:
             return task.id
     created = await connector.create_task(
@@ -89,6 +105,16 @@ async def find_or_create_task(
     )
     assert created.id
     return created.id
+
+
+async def find_appointment(
+    calendar: Appointments, contact_id: str, calendar_id: str | None, start: datetime
+) -> Appointment | None:
+    """The contact's appointment at this calendar and start time, if the CRM has one."""
+    for a in await calendar.list_contact_appointments(contact_id):
+        if (a.calendar_id or None) == (calendar_id or None) and _same_instant(a.start_time, start):
+            return a
+    return None
 
 
 async def add_tags(connector: Connector, contact_id: str, tags: list[str]) -> list[str]:
@@ -130,28 +156,22 @@ def build_handlers(
         contact_id = done["contact_id"]
         if "event_id" not in done:
             calendar = require(c, Appointments)
-            match = [
-                a
-                for a in await calendar.list_contact_appointments(contact_id)
-                if (a.calendar_id or None) == (cmd.calendar_id or None) and _same_instant(a.start_time, start)
-            ]
-            event = (
-                match[0]
-                if match
-                else await calendar.create_appointment(
-                    Appointment(
-                        calendar_id=cmd.calendar_id,
-                        contact_id=contact_id,
-                        start_time=start,
-                        end_time=end,
-                        title=cmd.title,
-                        status=cmd.status,  # type: ignore[arg-type]
-                    )
+            match = None
+            if ctx.read_before_create:
+                match = await find_appointment(calendar, contact_id, cmd.calendar_id, start)
+            event = match or await calendar.create_appointment(
+                Appointment(
+                    calendar_id=cmd.calendar_id,
+                    contact_id=contact_id,
+                    start_time=start,
+                    end_time=end,
+                    title=cmd.title,
+                    status=cmd.status,  # type: ignore[arg-type]
                 )
             )
             assert event.id
             done["event_id"] = event.id
-            done["reused_event"] = bool(match)
+            done["reused_event"] = match is not None
             await ctx.checkpoint(done)
         if "note_id" not in done:
             lines = [
@@ -161,7 +181,11 @@ def build_handlers(
             if cmd.notes:
                 lines.append(f"Details: {cmd.notes}")
             done["note_id"] = await find_or_create_note(
-                require(c, Notes), contact_id, marker(local_id, "booking"), "\n".join(lines)
+                require(c, Notes),
+                contact_id,
+                marker(local_id, "booking"),
+                "\n".join(lines),
+                look_first=ctx.read_before_create,
             )
             await ctx.checkpoint(done)
         if "task_id" not in done:
@@ -173,6 +197,7 @@ def build_handlers(
                 f"Reminder: {cmd.title or 'appointment'}",
                 f"Remind the contact of the appointment at {start.isoformat()}.",
                 due,
+                look_first=ctx.read_before_create,
             )
             await ctx.checkpoint(done)
         found = {"contact": contact_id, "appointment": done["event_id"]}
@@ -245,6 +270,7 @@ def build_handlers(
                 "Follow up: appointment cancelled",
                 f"The appointment was cancelled ({reason}). Offer a new time.",
                 now() + timedelta(days=1),
+                look_first=ctx.read_before_create,
             )
         elif not superseded and action == "complete" and "task_id" not in done:
             await add_tags(c, contact_id, ["customer"])
@@ -255,11 +281,16 @@ def build_handlers(
                 "Satisfaction check",
                 "The appointment was completed. Ask the customer how it went.",
                 now() + timedelta(days=1),
+                look_first=ctx.read_before_create,
             )
         elif action == "update" and ("title" in changes or "notes" in changes) and "note_id" not in done:
             body = "Appointment updated: " + ", ".join(f"{k}={v}" for k, v in changes.items())
             done["note_id"] = await find_or_create_note(
-                require(c, Notes), contact_id, marker(op.id, "update"), body
+                require(c, Notes),
+                contact_id,
+                marker(op.id, "update"),
+                body,
+                look_first=ctx.read_before_create,
             )
         return done
 

@@ -191,8 +191,13 @@ async def queue(
     connection: str,
     now: datetime,
     deadline: timedelta,
+    fresh: bool = False,
 ) -> tuple[SyncOperation, bool]:
     """Add `command` to the outbox in the caller's transaction; returns (operation, created).
+
+    `fresh`: nothing the command creates can be in the CRM yet (it is keyed to a record or an
+    operation made in this transaction), so the first attempt skips its reads before creates.
+    Leave it False for anything that may repeat earlier work (a repair, a re-sync).
 
     Raises:
         IdempotencyError: `key` was used before for a different request.
@@ -209,4 +214,5 @@ async def queue(
         entity_id=command.entity_id(),
         now=now,
         deadline=deadline,
+        fresh=fresh,
     )

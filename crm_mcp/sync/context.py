@@ -13,6 +13,15 @@ third of its length (real time), so a slow step (retries, rate-limit waits) cann
 let a second worker run the same operation alongside. A renewal also stores the progress. A lost
 lease (another worker reclaimed the operation: we stalled longer than the lease) stops the handler
 at its next checkpoint with LeaseLostError.
+
+Reads before creates are paid only when they can find something. `read_before_create` tells a
+handler whether an earlier attempt may have written what the progress does not record; when it
+is False, a step that creates skips its look-up (a first delivery costs only its writes). It is
+decided from the operation's row as claimed, which is durable before the attempt's first request:
+a claim that takes over an expired lease sets it (that attempt started and never recorded an
+outcome: kill -9 between the CRM's answer and our commit lands here), and so does the write that
+records an attempt's failure when `may_have_written(error)`, a stop mid-handler, and a retried
+dead letter (see `crm_mcp.state.outbox`). It never goes back to False.
 """
 
 from __future__ import annotations
@@ -25,11 +34,28 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from crm_mcp.errors import CircuitOpenError, ConnectorError, RateLimitedError
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncOperation
 
 logger = logging.getLogger(__name__)
+
+
+def may_have_written(error: BaseException) -> bool:
+    """Whether an attempt that failed with `error` may have left a CRM write its progress lacks.
+
+    Every create step records itself right after its one write, so only the request that failed
+    is in doubt. It provably did nothing when it was refused before processing (429, or our own
+    limiter's wait being too long), stopped by an open breaker, or never sent (`sent=False`: the
+    connection was refused). The HTTP client re-sends a request after a try that may have been
+    processed only when the request is idempotent, so a final 429 on a create means no try of it
+    landed. Anything else (a timeout, a 5xx, a reset, an unexpected exception after the CRM
+    answered) may have written.
+    """
+    if isinstance(error, RateLimitedError | CircuitOpenError):
+        return False
+    return not (isinstance(error, ConnectorError) and error.sent is False)
 
 
 class HandlerContext:
@@ -50,6 +76,8 @@ class HandlerContext:
         self._clock = clock
         self.operation = op
         self.attempt = op.attempts
+        # As claimed: durable before this attempt's first request (see the module doc).
+        self.read_before_create = bool(op.read_before_create)
         self._progress: dict[str, Any] = dict(op.result or {})
         # Renew once half the lease has gone; a claimed operation may have waited for a slot.
         self._renew_at = (op.lease_until or clock()) - lease / 2

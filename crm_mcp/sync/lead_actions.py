@@ -3,7 +3,9 @@
 Same contract as `crm_mcp.sync.actions`: every step is safe to repeat by itself and checkpoints
 its result, so a retried delivery resumes where it stopped; creates without a natural key (notes,
 tasks) carry a `crm-mcp:<id>:<purpose>` marker and are looked up by it before being created
-again. Contact upserts are natural-key writes (email/phone), so repeating them is harmless.
+again when an earlier attempt may have written (`ctx.read_before_create`; these operations are
+queued without `fresh`, so they always look). Contact upserts are natural-key writes
+(email/phone), so repeating them is harmless.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def build_lead_handlers(
     async def contact_note(op: SyncOperation, ctx: Any) -> dict[str, Any]:
         cmd = ContactNote.of(op)
         c = require(connector_for(op.connection), Notes)
-        note_id = await find_or_create_note(c, cmd.contact_id, marker(op.id, "note"), cmd.body)
+        note_id = await find_or_create_note(
+            c, cmd.contact_id, marker(op.id, "note"), cmd.body, look_first=ctx.read_before_create
+        )
         return {"contact_id": cmd.contact_id, "note_id": note_id}
 
     async def lead_apply(op: SyncOperation, ctx: Any) -> dict[str, Any]:
@@ -81,7 +85,13 @@ def build_lead_handlers(
         if cmd.task and "task_id" not in done:
             due = now() + timedelta(hours=cmd.task.due_hours)
             done["task_id"] = await find_or_create_task(
-                require(c, Tasks), contact_id, marker(op.id, "follow-up"), cmd.task.title, cmd.task.body, due
+                require(c, Tasks),
+                contact_id,
+                marker(op.id, "follow-up"),
+                cmd.task.title,
+                cmd.task.body,
+                due,
+                look_first=ctx.read_before_create,
             )
             await ctx.checkpoint(done)
         return done

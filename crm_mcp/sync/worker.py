@@ -35,7 +35,7 @@ from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncOperation, WorkerHeartbeat
 from crm_mcp.sync import backoff
-from crm_mcp.sync.context import HandlerContext
+from crm_mcp.sync.context import HandlerContext, may_have_written
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +234,9 @@ class OutboxWorker:
         unstarted = list(ready)
         if claiming is not None and claiming.done() and not claiming.cancelled() and not claiming.exception():
             unstarted += claiming.result()  # the claim had finished: those are ours too
-        await self._release([outbox.Release(op.id, op.result or {}) for op in unstarted])
+        await self._release(
+            [outbox.Release(op.id, op.result or {}, may_have_written=False) for op in unstarted]
+        )
 
     async def _release(self, ops: list[outbox.Release]) -> None:
         try:
@@ -315,7 +317,7 @@ class OutboxWorker:
             logger.warning("operation %s was reclaimed by another worker; dropping our attempt", op.id)
             return None
         except asyncio.CancelledError:
-            await self._release([outbox.Release(op.id, ctx.stored_progress)])
+            await self._release([outbox.Release(op.id, ctx.stored_progress, may_have_written=True)])
             raise
         except Exception as exc:
             return partial(self._failed, op, exc, _elapsed_ms(started), ctx.stored_progress)
@@ -377,6 +379,7 @@ class OutboxWorker:
             retry_at=when,
             duration_ms=duration_ms,
             progress=progress,
+            may_have_written=may_have_written(exc),
         )
         if row is not None and row.status == "dead":
             logger.warning("operation %s (%s) is dead: %s", op.id, op.action, row.last_error)

@@ -60,11 +60,13 @@ async def queue_write(
     key: str,
     connection: str,
     local: Callable[[Any, bool], Awaitable[None]] | None = None,
+    fresh: bool = False,
 ) -> tuple[Any, bool]:
     """Queue `command` and write the local record in one transaction; returns (operation, created).
 
     `local(session, created)` runs inside that transaction, after the outbox row: a tool writes
     its local record there when `created`, or reads the saved one back when the key replays.
+    `fresh`: see `crm_mcp.sync.commands.queue` (the first delivery skips its reads before creates).
 
     Raises:
         IdempotencyError: the key was used before for a different request.
@@ -76,7 +78,7 @@ async def queue_write(
     deadline = timedelta(seconds=rt.settings.sync_deadline_seconds)
     async with db.begin_write() as session:
         op, created = await queue(
-            session, command, key=key, connection=connection, now=now, deadline=deadline
+            session, command, key=key, connection=connection, now=now, deadline=deadline, fresh=fresh
         )
         if local is not None:
             await local(session, created)

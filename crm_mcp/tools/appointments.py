@@ -215,8 +215,11 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             elif (found := await session.get(Appointment, appointment_id)) is not None:
                 saved[0] = found
 
+        # fresh: the booking is new in this transaction and only this operation delivers it (its
+        # note and task are marked with its id), so nothing of it can be in the CRM yet: the first
+        # delivery skips its look-ups. A replayed key returns the operation as it is.
         op, created = await queue_write(
-            rt, create_command(appt), key=key, connection=conn.name, local=write_local
+            rt, create_command(appt), key=key, connection=conn.name, local=write_local, fresh=True
         )
         appt = saved[0]
         record = to_record(appt)
@@ -291,8 +294,15 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                     appointment_id=appt.id, action_name=action, reason=reason, changes=changes, request=digest
                 )
                 deadline = timedelta(seconds=rt.settings.sync_deadline_seconds)
+                # fresh: its task or note is marked with the new operation's id, so none exists yet
                 op, created = await queue(
-                    session, command, key=key, connection=appt.connection, now=now, deadline=deadline
+                    session,
+                    command,
+                    key=key,
+                    connection=appt.connection,
+                    now=now,
+                    deadline=deadline,
+                    fresh=True,
                 )
             else:
                 if not _same_status_request(prior, appointment_id, digest):

@@ -12,6 +12,10 @@ delivery loop (its first heartbeat): while claiming, calling the CRM or checkpoi
 the simulator must hold exactly one contact per email and exactly 200 appointments, notes and
 tasks, and the outbox must be all `succeeded`.
 
+The bookings are queued `fresh`, as the tool queues them: a first attempt creates without
+looking first. So a kill right after such a create is the case that matters: the attempt that
+takes over the expired lease must look first (`read_before_create`) and find it.
+
 Real time is used (separate processes), bounded by DEADLINE_S; the test stops by itself.
 """
 
@@ -94,6 +98,7 @@ async def _queue_bookings(url: str, n: int) -> None:
                     entity_type="appointment",
                     entity_id=appt.id,
                     now=now,
+                    fresh=True,  # as create_appointment queues it
                 )
                 assert created
                 session.add(appt)
@@ -138,6 +143,14 @@ def _beating(path: Path, pid: int) -> bool:
     """True once the worker with this pid has entered its delivery loop (its first heartbeat)."""
     with sqlite3.connect(path, timeout=30) as conn:
         return conn.execute("SELECT 1 FROM worker_heartbeats WHERE pid = ?", (pid,)).fetchone() is not None
+
+
+def _guarded(path: Path) -> int:
+    """Operations whose later attempts looked before creating (a lease was taken over)."""
+    with sqlite3.connect(path, timeout=30) as conn:
+        return int(
+            conn.execute("SELECT COUNT(*) FROM sync_operations WHERE read_before_create").fetchone()[0]
+        )
 
 
 def _reused_events(path: Path) -> int:
@@ -248,11 +261,14 @@ def test_sigkilled_workers_deliver_every_operation_exactly_once(tmp_path: Path) 
     # The kills really interrupted deliveries: some operations were claimed again after a lease expired.
     assert progress_at_last_kill["succeeded"] < OPERATIONS
     assert sum(1 for a in _attempts(db_path) if a > 1) >= 1
+    # Both paths ran: first deliveries with writes only, and attempts after a kill that looked first.
+    assert 0 < _guarded(db_path) < OPERATIONS
     _assert_each_effect_once(snap)
     creates = {route: n for route, n in snap["stats"]["by_route"].items() if route.startswith("POST")}
     print(
         f"\ncrash test: {OPERATIONS} operations, {kills} SIGKILLs, {workers.spawned} workers, "
         f"{sum(a - 1 for a in _attempts(db_path))} re-claims, {time.monotonic() - started:.1f} s; "
+        f"{_guarded(db_path)} operations guarded after a kill, the rest delivered with writes only; "
         f"{_reused_events(db_path)} appointments found by read-before-create after a crash; "
         f"create requests sent: {creates}"
     )

@@ -1,4 +1,4 @@
-"""The outbox as a state machine: enqueue / deliver / crash / retry / duplicate webhook / breaker trip.
+"""The outbox as a state machine: enqueue / deliver / crash / fail / retry / duplicate webhook / breaker trip.
 
 Hypothesis drives the real outbox (SQLite), the real worker and the real `appointment.create`
 handler against an in-process fake CRM that records every effect, on a fake clock. A model kept
@@ -10,14 +10,22 @@ beside it predicts each operation's state, and three invariants are checked afte
   booking, however many times deliveries were crashed and retried;
 - queue depth matches the model: each operation is pending, in flight or succeeded exactly as
   the model predicts (which one the worker claims next, when a lease expires, when a breaker
-  reschedule comes due).
+  reschedule comes due);
+- guards as the model predicts: each operation's durable `read_before_create` is what the model
+  says, and an attempt that runs without it reads nothing before it creates (a first delivery of
+  a booking queued `fresh`, as create_appointment queues it, costs only its writes), while one
+  that runs with it looks first.
 
 A crash is the worker process dying between the CRM's success and our commit: the fake CRM
 applies a write and then raises `Crash` (a BaseException, so nothing in the worker catches it),
 or the handler returns and the crash hits before `mark_succeeded`. The dead worker is replaced by
-a new one (new id, empty caches), as a restarted process would be. A breaker trip makes every CRM
-call raise `CircuitOpenError` with `retry_after` until the fake clock passes the reopen time.
-At teardown the queue is drained and every booking must be at the CRM exactly once.
+a new one (new id, empty caches), as a restarted process would be. A crash after a create that
+was not guarded (a first delivery) must be caught by the next attempt, which takes over the
+expired lease and so looks first. A failure is a write that times out after the CRM applied it
+(ambiguous: the retry must look first) or one refused before it was sent (the retry need not).
+A breaker trip makes every CRM call raise `CircuitOpenError` with `retry_after` until the fake
+clock passes the reopen time. At teardown the queue is drained and every booking must be at the
+CRM exactly once.
 
 Examples: 40 locally, 120 with CI set (profile `outbox-machine`).
 """
@@ -43,7 +51,7 @@ from sqlalchemy import func, select
 from crm_mcp.connectors.base import Appointment as CRMAppointment
 from crm_mcp.connectors.base import Contact, Note, Task
 from crm_mcp.connectors.webhooks import IncomingEvent as Incoming
-from crm_mcp.errors import CircuitOpenError
+from crm_mcp.errors import CircuitOpenError, UpstreamUnavailableError
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import Appointment, InboxEvent, Lead, SyncOperation
@@ -92,7 +100,9 @@ class FakeCRM:
     """An in-memory CRM behind the Connector protocol that records every effect it applies.
 
     `crash_after` makes the n-th write of the current delivery apply and then kill the process;
-    `open_until` makes every call fail with an open circuit until the clock reaches it.
+    `fail_at` makes the n-th write time out after it applied (`landed`) or be refused before it
+    was sent; `open_until` makes every call fail with an open circuit until the clock reaches it.
+    `reads` counts the look-ups before creates.
     """
 
     provider = "fake"
@@ -106,7 +116,11 @@ class FakeCRM:
         self.tasks: list[Task] = []
         self.open_until: datetime | None = None
         self.crash_after: int | None = None
+        self.fail_at: tuple[int, bool] | None = None  # (n-th write, landed)
+        self.failed: str | None = None  # "timeout" or "refused" once `fail_at` fired
         self.writes = 0
+        self.attempted = 0
+        self.reads = 0
         self._ids = 0
 
     # -- fault plumbing
@@ -116,11 +130,21 @@ class FakeCRM:
             wait = (self.open_until - now).total_seconds()
             raise CircuitOpenError("circuit open", until=None, retry_after=wait, provider=self.provider)
 
+    def _writing(self) -> None:
+        """Before a write is applied: a refused one never reaches the CRM."""
+        self.attempted += 1
+        if self.fail_at is not None and self.fail_at == (self.attempted, False):
+            self.fail_at, self.failed = None, "refused"
+            raise UpstreamUnavailableError("connection refused", provider=self.provider, sent=False)
+
     def _wrote(self) -> None:
         self.writes += 1
         if self.crash_after is not None and self.writes >= self.crash_after:
             self.crash_after = None
             raise Crash(f"killed after write {self.writes}")
+        if self.fail_at is not None and self.fail_at == (self.attempted, True):
+            self.fail_at, self.failed = None, "timeout"
+            raise UpstreamUnavailableError("timed out (the CRM applied it)", provider=self.provider)
 
     def _id(self, prefix: str) -> str:
         self._ids += 1
@@ -153,6 +177,7 @@ class FakeCRM:
 
     async def upsert_contact(self, contact: Contact) -> tuple[Contact, bool]:
         self._call()
+        self._writing()
         key = contact.email or contact.phone or ""
         existing = self.contacts.get(key)
         saved = contact.model_copy(update={"id": existing.id if existing else self._id("c")})
@@ -162,10 +187,12 @@ class FakeCRM:
 
     async def list_contact_appointments(self, contact_id: str) -> list[CRMAppointment]:
         self._call()
+        self.reads += 1
         return [a for a in self.appointments if a.contact_id == contact_id]
 
     async def create_appointment(self, appointment: CRMAppointment) -> CRMAppointment:
         self._call()
+        self._writing()
         saved = appointment.model_copy(update={"id": self._id("e")})
         self.appointments.append(saved)
         self._wrote()
@@ -173,10 +200,12 @@ class FakeCRM:
 
     async def list_notes(self, contact_id: str) -> list[Note]:
         self._call()
+        self.reads += 1
         return [n for n in self.notes if n.contact_id == contact_id]
 
     async def add_note(self, note: Note) -> Note:
         self._call()
+        self._writing()
         saved = note.model_copy(update={"id": self._id("n")})
         self.notes.append(saved)
         self._wrote()
@@ -184,10 +213,12 @@ class FakeCRM:
 
     async def list_tasks(self, contact_id: str) -> list[Task]:
         self._call()
+        self.reads += 1
         return [t for t in self.tasks if t.contact_id == contact_id]
 
     async def create_task(self, task: Task) -> Task:
         self._call()
+        self._writing()
         saved = task.model_copy(update={"id": self._id("t")})
         self.tasks.append(saved)
         self._wrote()
@@ -205,8 +236,13 @@ class ModelOp:
     start: datetime
     created_at: datetime
     next_at: datetime
+    fresh: bool = True
     lease_until: datetime | None = None
     done: bool = False
+    guarded: bool = False  # the durable read_before_create the model predicts
+
+    def __post_init__(self) -> None:
+        self.guarded = not self.fresh
 
     @property
     def status(self) -> str:
@@ -270,9 +306,10 @@ class OutboxMachine(RuleBasedStateMachine):
         for _ in range(n):
             self.enqueue(0)
 
-    @rule(again=st.integers(min_value=0, max_value=3))
-    def enqueue(self, again: int) -> None:
-        """Queue a new booking; `again` > 0 repeats an earlier request with its key (a replay)."""
+    @rule(again=st.integers(min_value=0, max_value=3), fresh=st.booleans())
+    def enqueue(self, again: int, fresh: bool = True) -> None:
+        """Queue a new booking; `again` > 0 repeats an earlier request with its key (a replay).
+        `fresh`: as create_appointment queues it (else as a repair does: guarded from the start)."""
         if again and self.ops:
             op = self.ops[again % len(self.ops)]
             created = self.run(self._enqueue(op))
@@ -289,6 +326,7 @@ class OutboxMachine(RuleBasedStateMachine):
             start=datetime(2026, 12, 1, 9, tzinfo=UTC) + timedelta(hours=i),
             created_at=now,
             next_at=now,
+            fresh=fresh,
         )
         assert self.run(self._enqueue(op))
         self.ops.append(op)
@@ -323,6 +361,7 @@ class OutboxMachine(RuleBasedStateMachine):
                 entity_type="appointment",
                 entity_id=op.appointment_id,
                 now=op.created_at,
+                fresh=op.fresh,
             )
             if created:
                 session.add(appt)
@@ -340,33 +379,64 @@ class OutboxMachine(RuleBasedStateMachine):
         takes over. With the breaker open there is no write to die after: the round is a reschedule."""
         self._round(crash_after=after_writes)
 
-    def _round(self, crash_after: int | None) -> None:
+    @rule(after_writes=st.integers(min_value=1, max_value=4), landed=st.booleans())
+    def fail(self, after_writes: int, landed: bool) -> None:
+        """A worker round in which the n-th write fails: it times out after the CRM applied it
+        (`landed`: the retry must look first) or is refused before it was sent (the retry need not)."""
+        self._round(crash_after=None, fail_at=(after_writes, landed))
+
+    def _round(self, crash_after: int | None, fail_at: tuple[int, bool] | None = None) -> None:
         expected = self._next()
-        self.crm.writes, self.crm.crash_after = 0, crash_after
+        if expected is not None and expected.lease_until is not None:
+            expected.guarded = True  # taking over an expired lease: that attempt never recorded
+        guarded = expected is not None and expected.guarded
+        self.crm.writes, self.crm.attempted, self.crm.reads = 0, 0, 0
+        self.crm.crash_after, self.crm.fail_at, self.crm.failed = crash_after, fail_at, None
         self._crashed_after_return = False
         try:
             done = self.run(self.worker.run_once())
         except Crash:
             assert expected is not None
+            self._check_reads(expected, guarded, delivered=False)
             expected.lease_until = self.clock() + LEASE  # left leased by the dead worker
             self.worker = self._new_worker()
             _event(f"crash {'after the last step' if self._crashed_after_return else 'after a CRM write'}")
+            _event(f"crash in a{' guarded' if guarded else 'n unguarded'} attempt")
             return
         finally:
-            self.crm.crash_after = None
+            self.crm.crash_after, self.crm.fail_at = None, None
         assert done == (1 if expected else 0)
         if expected is None:
             _event("round: nothing was due")
+            return
+        if self.crm.failed is not None:  # retried later, with backoff (read back, not modelled)
+            row = self._rows()[expected.key]
+            assert row.status == "pending" and row.next_attempt_at > self.clock()
+            self._check_reads(expected, guarded, delivered=False)
+            expected.lease_until, expected.next_at = None, row.next_attempt_at
+            expected.guarded = expected.guarded or self.crm.failed == "timeout"
+            _event(f"write {self.crm.failed}: retry {'guarded' if expected.guarded else 'unguarded'}")
             return
         # Progress is written with the outcome, so a crash loses it: even a delivery whose every
         # step had been done before the crash calls the CRM again (reads that find the effects),
         # and an open breaker reschedules it.
         if self._breaker_open():
             assert self.crm.open_until is not None
+            assert self.crm.reads == 0 and self.crm.writes == 0
             expected.lease_until, expected.next_at = None, self.crm.open_until
             _event("breaker rescheduled a delivery")
         else:
+            self._check_reads(expected, guarded, delivered=True)
             expected.lease_until, expected.done = None, True
+            _event(f"delivered {'after looking first' if guarded else 'with writes only'}")
+
+    def _check_reads(self, op: ModelOp, guarded: bool, *, delivered: bool) -> None:
+        """An unguarded attempt reads nothing; a guarded one that delivered looked first (every
+        delivery that is not done has a create left, and a guarded attempt looks before it)."""
+        if not guarded:
+            assert self.crm.reads == 0, f"{op.key}: an unguarded attempt read {self.crm.reads} time(s)"
+        elif delivered:
+            assert self.crm.reads >= 1, f"{op.key}: a guarded attempt created without looking"
 
     @rule(
         seconds=st.sampled_from([0.5, 5.0, 29.0, 31.0, 90.0, 400.0]),
@@ -450,6 +520,9 @@ class OutboxMachine(RuleBasedStateMachine):
         rows = self._rows()
         actual = {k: r.status for k, r in rows.items()}
         assert actual == {op.key: op.status for op in self.ops}
+        # the durable flag, except where a dead worker's lease is not taken over yet
+        flags = {k: r.read_before_create for k, r in rows.items() if r.status != "in_flight"}
+        assert flags == {op.key: op.guarded for op in self.ops if op.status != "in_flight"}
         depth = sum(1 for r in rows.values() if r.status != "succeeded")
         assert depth == sum(1 for op in self.ops if not op.done)
 
@@ -476,6 +549,7 @@ class OutboxMachine(RuleBasedStateMachine):
         """Let time pass and the worker run until the queue is empty: everything arrives exactly once."""
         self.crm.open_until = None
         self.crm.crash_after = None
+        self.crm.fail_at = None
         latest = max([self.clock(), *(op.next_at for op in self.ops)])
         self.clock.now = latest + LEASE + timedelta(seconds=1)  # every lease expired, every retry due
         self.run(self.worker.run_until_idle())
@@ -572,5 +646,62 @@ def test_rule_breaker_trip_reschedules_without_effects() -> None:
         m.retry(1.0, None)
         check(m)
         assert m.ops[0].done
+    finally:
+        m.teardown()
+
+
+def test_rule_crash_after_an_unguarded_create_is_caught_by_the_next_attempt() -> None:
+    for after_writes in (2, 3, 4):  # after the appointment, the note, the task: no natural key
+        m = machine()
+        try:
+            m.enqueue(0, fresh=True)
+            m.crash(after_writes)
+            assert m.crm.reads == 0  # the first delivery did not look before it created
+            m.retry(31.0, None)  # the lease expired: the next attempt takes over and looks first
+            check(m)
+            assert m.ops[0].done and m.crm.reads == 3 and m._effects(m.ops[0]) == (1, 1, 1)
+            assert m._rows()["book-0"].read_before_create is True
+        finally:
+            m.teardown()
+
+
+def test_rule_a_timeout_after_the_crm_applied_a_write_guards_the_retry() -> None:
+    m = machine()
+    try:
+        m.enqueue(0, fresh=True)
+        m.fail(3, landed=True)  # the note's write times out after the CRM applied it
+        check(m)
+        row = m._rows()["book-0"]
+        assert (row.status, row.read_before_create) == ("pending", True)
+        assert set(row.result or {}) >= {"contact_id", "event_id"}  # recorded with the failure
+        m.retry(400.0, None)
+        check(m)
+        assert m.ops[0].done and m.crm.reads == 2  # the note (found) and the task; not the appointment
+        assert m._effects(m.ops[0]) == (1, 1, 1)
+    finally:
+        m.teardown()
+
+
+def test_rule_a_write_refused_before_it_was_sent_keeps_the_retry_unguarded() -> None:
+    m = machine()
+    try:
+        m.enqueue(0, fresh=True)
+        m.fail(2, landed=False)  # the appointment's connection was refused: nothing reached the CRM
+        check(m)
+        assert m._rows()["book-0"].read_before_create is False
+        m.retry(400.0, None)
+        check(m)
+        assert m.ops[0].done and m.crm.reads == 0 and m._effects(m.ops[0]) == (1, 1, 1)
+    finally:
+        m.teardown()
+
+
+def test_rule_an_operation_queued_without_fresh_looks_from_its_first_attempt() -> None:
+    m = machine()
+    try:
+        m.enqueue(0, fresh=False)  # as a validate_sync repair queues a create
+        m.deliver()
+        check(m)
+        assert m.ops[0].done and m.crm.reads == 3
     finally:
         m.teardown()

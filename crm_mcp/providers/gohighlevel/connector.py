@@ -83,6 +83,12 @@ def _get(body: Any, key: str) -> Any:
     return body[key]
 
 
+def _field_refused(exc: Exception) -> bool:
+    """GoHighLevel's validation refusing a custom field (`customFields.0 custom field ... not
+    found`, `... is not an option of ...`): our field list may be out of date."""
+    return isinstance(exc, InvalidRequestError) and "customfields" in exc.message.lower()
+
+
 def oauth_auth(
     connection: str,
     base_url: str,
@@ -161,7 +167,8 @@ class GoHighLevelConnector:
                 auth = StaticTokenAuth(token or "")
             client = ResilientClient(GHL_SPEC, connection, base_url=url, auth=auth, **client_kwargs)
         self._client = client
-        self._fields = FieldResolver(GHL_SPEC.logical_fields, self.list_custom_fields)
+        clock = client_kwargs.get("clock", time.monotonic)  # the client's clock: tests drive both
+        self._fields = FieldResolver(GHL_SPEC.logical_fields, self.list_custom_fields, clock=clock)
 
     @property
     def client(self) -> ResilientClient:
@@ -175,13 +182,20 @@ class GoHighLevelConnector:
 
     # -- contacts ---------------------------------------------------------------------------
     async def upsert_contact(self, contact: Contact) -> tuple[Contact, bool]:
-        """Upsert by email/phone; custom fields (logical names or keys) and tags ride along."""
-        if contact.custom_fields:
-            resolved = await self._fields.resolve(contact.custom_fields)
-            contact = contact.model_copy(update={"custom_fields": resolved})
-        body = {"locationId": self.location_id, **contact_to_wire(contact)}
-        data = await self._call("POST", "/contacts/upsert", json=body, idempotent=True)
-        return _mapped(contact_from_wire, _get(data, "contact")), bool(data.get("new"))
+        """Upsert by email/phone; custom fields (logical names or keys) and tags ride along: one
+        request, the field list being read once per connection (see `FieldResolver`)."""
+
+        async def send(resolved: dict[str, Any]) -> tuple[Contact, bool]:
+            wire = (
+                contact.model_copy(update={"custom_fields": resolved}) if contact.custom_fields else contact
+            )
+            body = {"locationId": self.location_id, **contact_to_wire(wire)}
+            data = await self._call("POST", "/contacts/upsert", json=body, idempotent=True)
+            return _mapped(contact_from_wire, _get(data, "contact")), bool(data.get("new"))
+
+        if not contact.custom_fields:
+            return await send({})
+        return await self._fields.write(contact.custom_fields, send, field_error=_field_refused)
 
     async def get_contact(self, contact_id: str) -> Contact:
         data = await self._call("GET", f"/contacts/{contact_id}")
@@ -206,11 +220,13 @@ class GoHighLevelConnector:
         return ContactPage(contacts=contacts, total=total, next_cursor=str(page + 1) if more else None)
 
     async def set_contact_fields(self, contact_id: str, values: Mapping[str, Any]) -> None:
-        resolved = await self._fields.resolve(values)
-        if resolved:
-            body = {"customFields": custom_fields_to_wire(resolved)}
-            data = await self._call("PUT", f"/contacts/{contact_id}", json=body)
-            _get(data, "contact")
+        async def send(resolved: dict[str, Any]) -> None:
+            if resolved:
+                body = {"customFields": custom_fields_to_wire(resolved)}
+                data = await self._call("PUT", f"/contacts/{contact_id}", json=body)
+                _get(data, "contact")
+
+        await self._fields.write(values, send, field_error=_field_refused)
 
     async def add_tags(self, contact_id: str, tags: list[str]) -> list[str]:
         data = await self._call("POST", f"/contacts/{contact_id}/tags", json={"tags": tags}, idempotent=True)

@@ -61,10 +61,26 @@ class Runtime:
         self.read_cache: dict[str, tuple[float, int, Any]] = {}
         # one recomputation at a time: concurrent readers of a stale snapshot wait for it
         self.read_lock = asyncio.Lock()
+        self._change_listeners: dict[object, Callable[[], None]] = {}
 
     def touch(self) -> None:
         """Record that local state changed (a tool wrote, the worker delivered)."""
         self.generation += 1
+        for listener in list(self._change_listeners.values()):
+            listener()
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` (synchronous, must not raise) on every `touch()`; returns the remover.
+
+        This is how subscribed MCP clients learn that a sync:// resource may have changed.
+        """
+        token = object()
+        self._change_listeners[token] = listener
+
+        def remove() -> None:
+            self._change_listeners.pop(token, None)
+
+        return remove
 
     # -- connections -------------------------------------------------------------------------
     def connections(self) -> list[ConnectionSettings]:

@@ -83,6 +83,98 @@ def dead_letter_entry(row: Any, op: Any, *, with_history: bool = True) -> DeadLe
     )
 
 
+class OperationAttempt(BaseModel):
+    attempt: int
+    outcome: str = Field(description="success, retry, dead, ... as the worker recorded it.")
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int | None = None
+    error_type: str | None = None
+    error: str | None = Field(None, description="Already redacted.")
+    status_code: int | None = Field(None, description="The CRM's HTTP status, when it answered.")
+
+
+class OperationView(BaseModel):
+    """One outbox operation: where it is, what each attempt did, and what it made in the CRM."""
+
+    id: str
+    uri: str = Field(description="This resource; subscribe to it to learn when the operation lands.")
+    action: str
+    connection: str
+    entity_type: str
+    entity_id: str = Field(description="The local record the operation delivers.")
+    status: str = Field(description="pending | in_flight | succeeded | dead.")
+    attempts: int
+    next_attempt_at: datetime | None = Field(None, description="When it is tried next (pending only).")
+    deadline_at: datetime
+    last_error: str | None = None
+    progress: dict[str, Any] = Field(
+        default_factory=dict, description="Steps done so far (a retry resumes after the last)."
+    )
+    result: dict[str, Any] | None = Field(None, description="What the delivery returned (succeeded only).")
+    crm_ids: dict[str, str] = Field(
+        default_factory=dict, description="CRM records made or matched for the local record, by type."
+    )
+    attempt_log: list[OperationAttempt] = Field(description="The latest 50 attempts, oldest first.")
+    dead_letters: list[DeadLetterEntry] = Field(
+        default_factory=list, description="Each time it went dead, with the full error history."
+    )
+    created_at: datetime
+    updated_at: datetime
+    next_step: str
+
+
+def operation_uri(op_id: str) -> str:
+    return f"sync://operations/{op_id}"
+
+
+async def operation_view(rt: Runtime, op_id: str) -> OperationView | None:
+    """The operation `op_id`, or None if there is none. Holds no clock reading, so the text only
+    changes when the operation does (subscribers are told exactly then)."""
+    from crm_mcp.state.models import SyncOperation
+    from crm_mcp.state.operation_log import attempts_of, dead_letters_of
+    from crm_mcp.state.refs import refs_of
+
+    db = await rt.database()
+    async with db.sessions() as session:
+        op = await session.get(SyncOperation, op_id)
+        if op is None:
+            return None
+        attempts = await attempts_of(session, op.id)
+        dead = await dead_letters_of(session, op.id)
+        crm_ids = await refs_of(session, op.connection, op.entity_type, op.entity_id)
+    done = op.status == "succeeded"
+    return OperationView(
+        id=op.id,
+        uri=operation_uri(op.id),
+        action=op.action,
+        connection=op.connection,
+        entity_type=op.entity_type,
+        entity_id=op.entity_id,
+        status=op.status,
+        attempts=op.attempts,
+        next_attempt_at=op.next_attempt_at if op.status == "pending" else None,
+        deadline_at=op.deadline_at,
+        last_error=op.last_error,
+        progress={} if done else dict(op.result or {}),
+        result=dict(op.result or {}) if done else None,
+        crm_ids=crm_ids,
+        attempt_log=[OperationAttempt.model_validate(a, from_attributes=True) for a in attempts],
+        dead_letters=[dead_letter_entry(row, op) for row in dead],
+        created_at=op.created_at,
+        updated_at=op.updated_at,
+        next_step=_next_step(op.id, op.status),
+    )
+
+
+def _next_step(op_id: str, status: str) -> str:
+    if status == "dead":
+        return f"Fix the cause in dead_letters, then call retry_failed_sync with operation_id={op_id!r}."
+    if status == "succeeded":
+        return "Delivered; nothing to do."
+    return "Queued for the worker; subscribe to this resource (or read it again) to see it land."
+
+
 async def current_status(rt: Runtime, *, max_age_s: float = 0.0) -> SyncStatus:
     """The sync status; with `max_age_s`, a snapshot computed at most that long ago is reused
     as long as nothing changed in this process since (other processes show up within max_age_s).

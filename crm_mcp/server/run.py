@@ -131,6 +131,7 @@ async def serve(
 ) -> None:
     # lazy, as in every entry point here: the MCP SDK loads only once a transport is chosen
     from crm_mcp.server.app import build_server
+    from crm_mcp.server.event_store import DEFAULT_RETRY_MS, InMemoryEventStore
     from crm_mcp.server.security import log_host_check, required_token, transport_security
 
     token = required_token(settings, transport, host)  # refuse before anything starts
@@ -142,6 +143,8 @@ async def serve(
 
         auth_kwargs = {"http_token": token, "public_url": f"http://{host}:{port}"} if token else {}
         server = build_server(rt, defer_catalogue=True, **auth_kwargs)
+        if server.watcher is not None:
+            stack.push_async_callback(server.watcher.aclose)
         if transport != "stdio":
             log_host_check(host, settings.allowed_hosts)
         security = transport_security(host, settings.allowed_hosts)
@@ -155,7 +158,13 @@ async def serve(
             if transport == "stdio":
                 await server.run_stdio_async()
             elif transport == "http":
-                await server.run_streamable_http_async(host=host, port=port, transport_security=security)
+                await server.run_streamable_http_async(
+                    host=host,
+                    port=port,
+                    transport_security=security,
+                    event_store=InMemoryEventStore(),  # resumable streams: replay after a reconnect
+                    retry_interval=DEFAULT_RETRY_MS,
+                )
             else:
                 await server.run_sse_async(host=host, port=port, transport_security=security)
             tg.cancel_scope.cancel()

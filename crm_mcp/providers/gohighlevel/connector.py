@@ -89,31 +89,6 @@ def _field_refused(exc: Exception) -> bool:
     return isinstance(exc, InvalidRequestError) and "customfields" in exc.message.lower()
 
 
-def oauth_auth(
-    connection: str,
-    base_url: str,
-    *,
-    client_id: str,
-    client_secret: str,
-    refresh_token: str | None,
-    token_store: TokenStore | None = None,
-    token_clock: Callable[[], float] = time.time,
-) -> OAuth2RefreshAuth:
-    """A Location-level OAuth 2 auth for a Marketplace app install (access tokens live 86 399 s)."""
-    return OAuth2RefreshAuth(
-        provider="gohighlevel",
-        connection=connection,
-        token_url=f"{base_url}{TOKEN_PATH}",
-        client_id=client_id,
-        client_secret=client_secret,
-        refresh_token=refresh_token,
-        store=token_store,
-        clock=token_clock,
-        extra_params={"user_type": "Location"},
-        reconnect_hint=RECONNECT_HINT,
-    )
-
-
 class GoHighLevelConnector:
     """One GHL sub-account (location) reached with one token.
 
@@ -154,14 +129,17 @@ class GoHighLevelConnector:
             url = check_base_url(base_url)
             auth: StaticTokenAuth | OAuth2RefreshAuth
             if client_id or client_secret:
-                auth = oauth_auth(
-                    connection,
-                    url,
+                auth = OAuth2RefreshAuth(
+                    provider=self.provider,
+                    connection=connection,
+                    token_url=f"{url}{TOKEN_PATH}",
                     client_id=client_id or "",
                     client_secret=client_secret or "",
                     refresh_token=refresh_token,
-                    token_store=token_store,
-                    token_clock=token_clock,
+                    store=token_store,
+                    clock=token_clock,
+                    extra_params={"user_type": "Location"},
+                    reconnect_hint=RECONNECT_HINT,
                 )
             else:
                 auth = StaticTokenAuth(token or "")

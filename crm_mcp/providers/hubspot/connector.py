@@ -52,30 +52,6 @@ RECONNECT_HINT = (
 )
 
 
-def oauth_auth(
-    connection: str,
-    base_url: str,
-    *,
-    client_id: str,
-    client_secret: str,
-    refresh_token: str | None,
-    token_store: TokenStore | None = None,
-    token_clock: Callable[[], float] = time.time,
-) -> OAuth2RefreshAuth:
-    """OAuth 2 for a HubSpot app install: form-encoded refresh grant at `/oauth/v1/token`."""
-    return OAuth2RefreshAuth(
-        provider="hubspot",
-        connection=connection,
-        token_url=f"{base_url}{TOKEN_PATH}",
-        client_id=client_id,
-        client_secret=client_secret,
-        refresh_token=refresh_token,
-        store=token_store,
-        clock=token_clock,
-        reconnect_hint=RECONNECT_HINT,
-    )
-
-
 class HubSpotConnector:
     """One HubSpot portal reached with a private-app token or an OAuth app install.
 
@@ -112,14 +88,16 @@ class HubSpotConnector:
             url = check_base_url(base_url)
             auth: StaticTokenAuth | OAuth2RefreshAuth
             if client_id and client_secret and (refresh_token or token_store is not None):
-                auth = oauth_auth(
-                    connection,
-                    url,
+                auth = OAuth2RefreshAuth(
+                    provider=self.provider,
+                    connection=connection,
+                    token_url=f"{url}{TOKEN_PATH}",
                     client_id=client_id,
                     client_secret=client_secret,
                     refresh_token=refresh_token,
-                    token_store=token_store,
-                    token_clock=token_clock,
+                    store=token_store,
+                    clock=token_clock,
+                    reconnect_hint=RECONNECT_HINT,
                 )
             else:
                 auth = StaticTokenAuth(token or "")

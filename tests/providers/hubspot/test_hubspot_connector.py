@@ -7,8 +7,7 @@ that clock — so nothing here sleeps on wall time.
 
 from __future__ import annotations
 
-import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,55 +21,11 @@ from crm_mcp.providers.hubspot.sandbox import (
     SANDBOX_PORTAL_ID,
     SANDBOX_TOKEN,
     HubSpotSandbox,
-    start_hubspot_sandbox,
 )
 from crm_mcp.sandbox.runner import SandboxServer
+from tests.providers.hubspot.support import FakeTime, NoJitter
 
 START = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)
-
-
-class FakeTime:
-    """Monotonic `clock` for the client, epoch `wall` for the simulator; `sleep` advances both."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.epoch = 1_772_000_000.0  # 2026-02-25
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.epoch + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-
-
-class NoJitter(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return a
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[HubSpotSandbox, SandboxServer]]:
-    sandbox, server = start_hubspot_sandbox()
-    yield sandbox, server
-    server.stop()
-
-
-@pytest.fixture
-def fake() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-def sandbox(served: tuple[HubSpotSandbox, SandboxServer], fake: FakeTime) -> HubSpotSandbox:
-    sb = served[0]
-    sb.reset()
-    sb.config.clock = fake.wall
-    return sb
 
 
 def make(served: tuple[HubSpotSandbox, SandboxServer], fake: FakeTime, **kw: Any) -> HubSpotConnector:

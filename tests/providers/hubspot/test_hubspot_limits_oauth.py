@@ -8,8 +8,6 @@ once however many calls find them stale.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -25,51 +23,9 @@ from crm_mcp.providers.hubspot.sandbox import (
     SANDBOX_REFRESH_TOKEN,
     SANDBOX_TOKEN,
     HubSpotSandbox,
-    start_hubspot_sandbox,
 )
 from crm_mcp.sandbox.runner import SandboxServer
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.epoch = 1_772_000_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.epoch + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-
-
-class NoJitter(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return a
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[HubSpotSandbox, SandboxServer]]:
-    sandbox, server = start_hubspot_sandbox()
-    yield sandbox, server
-    server.stop()
-
-
-@pytest.fixture
-def fake() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-def sandbox(served: tuple[HubSpotSandbox, SandboxServer], fake: FakeTime) -> HubSpotSandbox:
-    sb = served[0]
-    sb.reset()
-    sb.config.clock = fake.wall
-    return sb
+from tests.providers.hubspot.support import FakeTime, NoJitter
 
 
 def make(served: tuple[HubSpotSandbox, SandboxServer], fake: FakeTime, **kw: Any) -> HubSpotConnector:

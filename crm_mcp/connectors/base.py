@@ -113,6 +113,59 @@ class ContactPage(_Neutral):
     next_cursor: str | None = None
 
 
+CallDirection = Literal["inbound", "outbound"]
+CallResult = Literal["answered", "missed", "voicemail"]
+
+
+class CallRecording(_Neutral):
+    """A call's recording as the telephony provider holds it. `ready` is False while the provider
+    is still processing it (the log is updated later, never written twice)."""
+
+    id: str
+    content_uri: str | None = None
+    content_type: str | None = None
+    duration_seconds: int | None = None
+    ready: bool = True
+
+
+class CallSession(_Neutral):
+    """One phone call as the caller lived it: one per telephony session, never one per leg (a call
+    to a queue that nobody answered is one missed call, not one per queue member)."""
+
+    id: str = Field(description="The telephony provider's session id: the idempotency key of its log.")
+    direction: CallDirection
+    result: CallResult
+    started_at: datetime
+    duration_seconds: int = 0
+    from_number: str | None = Field(default=None, description="E.164 when the provider knows it.")
+    from_name: str | None = None
+    to_number: str | None = None
+    to_name: str | None = None
+    extension: str | None = Field(default=None, description="The internal extension that handled it.")
+    recording: CallRecording | None = None
+
+
+class CallLogPage(_Neutral):
+    calls: list[CallSession]
+    next_cursor: str | None = None
+
+
+class CallActivity(_Neutral):
+    """A call logged on a contact (a lead or a contact in CRMs that have both): the CRM's native
+    call activity where it has one. `external_id` is the telephony session id."""
+
+    id: str | None = None
+    contact_id: str
+    direction: CallDirection
+    result: CallResult
+    started_at: datetime
+    duration_seconds: int = 0
+    subject: str
+    description: str
+    owner_id: str | None = None
+    external_id: str | None = None
+
+
 @dataclass(frozen=True)
 class EndpointLimit:
     """A budget some endpoints have on top of the connection's burst window (e.g. a search API
@@ -260,6 +313,45 @@ class Batch(Connector, Protocol):
         ...
 
 
+@runtime_checkable
+class PhoneLookup(Connector, Protocol):
+    """Contacts (leads included) by phone: read-only, trying the CRM's own phone formats where its
+    search is strict."""
+
+    async def find_contacts_by_phone(self, e164: str) -> list[Contact]: ...
+
+
+@runtime_checkable
+class CallActivities(Connector, Protocol):
+    """Calls logged as the CRM's native call activity (not a note)."""
+
+    async def log_call(self, call: CallActivity) -> CallActivity: ...
+    async def update_call(self, call_id: str, changes: Mapping[str, Any]) -> CallActivity:
+        """Neutral changes: description, duration_seconds, owner_id."""
+        ...
+
+
+@runtime_checkable
+class Attachments(Connector, Protocol):
+    """Files attached to a contact (a call's recording, for one)."""
+
+    max_attachment_bytes: int
+
+    async def attach_file(self, contact_id: str, filename: str, content: bytes, content_type: str) -> str:
+        """Upload `content` and return the attachment's id."""
+        ...
+
+
+@runtime_checkable
+class CallLogs(Connector, Protocol):
+    """A telephony provider's call log: sessions by time range, and their recordings."""
+
+    async def list_calls(self, since: datetime, until: datetime, cursor: str | None) -> CallLogPage: ...
+    async def download_recording(self, recording: CallRecording, max_bytes: int) -> tuple[bytes, str]:
+        """The recording's content (streamed, refused past `max_bytes`) and its content type."""
+        ...
+
+
 # capability name -> protocol; the names are what providers declare and errors show
 CAPABILITIES: dict[str, type[Connector]] = {
     "contacts": Contacts,
@@ -270,6 +362,10 @@ CAPABILITIES: dict[str, type[Connector]] = {
     "calendars": Calendars,
     "custom_fields": CustomFields,
     "batch": Batch,
+    "phone_lookup": PhoneLookup,
+    "call_activities": CallActivities,
+    "attachments": Attachments,
+    "call_logs": CallLogs,
 }
 _NAMES = {proto: name for name, proto in CAPABILITIES.items()}
 # what to do instead when a connection lacks a capability (said in the CapabilityError)
@@ -277,6 +373,8 @@ WITHOUT = {
     "calendars": "Book with create_appointment and a start time instead: it needs no free-slot calendar.",
     "tags": "Tags are skipped for it; notes and tasks carry the same facts.",
     "batch": "Records go one call each instead of in batches.",
+    "call_activities": "Calls are logged as notes instead.",
+    "attachments": "Recordings are linked in the note instead (the provider's links expire).",
 }
 C = TypeVar("C", bound=Connector)
 

@@ -13,7 +13,7 @@ model can act on when the connector does not have it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar, get_args, runtime_checkable
@@ -211,9 +211,15 @@ class ProviderSpec:
     # the tenant a connection is bound to (webhooks must name it): its option and what to call it
     tenant_option: str = ""
     tenant_label: str = "account"
+    # whether `ping()` goes into that tenant, so a passing ping proves it exists (the preflight
+    # says "exists" only then; a failing one is always reported)
+    ping_checks_tenant: bool = False
     # endpoints with a budget of their own, and the 429 body field that names the policy hit
     endpoint_limits: tuple[EndpointLimit, ...] = ()
     rate_limit_policy_field: str = ""
+    # the message of an error body whose shape the shared reader does not know (e.g. per-record
+    # errors in a `data` list); "" falls back to the usual top-level message fields
+    error_message: Callable[[Any], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -326,8 +332,14 @@ class CallActivities(Connector, Protocol):
     """Calls logged as the CRM's native call activity (not a note)."""
 
     async def log_call(self, call: CallActivity) -> CallActivity: ...
+    async def find_call(self, contact_id: str, external_id: str) -> CallActivity | None:
+        """The contact's call logged with this `external_id` (read before a create that an
+        interrupted attempt may already have made), or None."""
+        ...
+
     async def update_call(self, call_id: str, changes: Mapping[str, Any]) -> CallActivity:
-        """Neutral changes: description, duration_seconds, owner_id."""
+        """Neutral changes: description, duration_seconds, owner_id; `external_id` (the call's,
+        unchanged) may come along so a CRM that keeps it in the description need not read it."""
         ...
 
 
@@ -339,6 +351,10 @@ class Attachments(Connector, Protocol):
 
     async def attach_file(self, contact_id: str, filename: str, content: bytes, content_type: str) -> str:
         """Upload `content` and return the attachment's id."""
+        ...
+
+    async def find_attachment(self, contact_id: str, filename: str) -> str | None:
+        """The id of the contact's attachment with this file name, or None."""
         ...
 
 

@@ -115,7 +115,8 @@ async def make(provider: Provider, sandbox: SandboxHandle, fake: FakeTime) -> As
 
 
 @pytest.fixture
-def contacts(make: Any) -> Contacts:
+def contacts(provider: Provider, make: Any) -> Contacts:
+    needs(provider, "contacts")
     return require(make(), Contacts)
 
 
@@ -128,13 +129,23 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 async def new_contact(conn: Contacts, email: str = "conformance@example.com") -> str:
-    saved, _ = await conn.upsert_contact(Contact(email=email, first_name="Con"))
+    # a full name: CRMs that require a last name on new records (Zoho) create it in one call
+    saved, _ = await conn.upsert_contact(Contact(email=email, first_name="Con", last_name="Formance"))
     assert saved.id
     return saved.id
 
 
 def faults_spent(sandbox: SandboxHandle) -> bool:
     return sandbox.faults.describe()["faults"] == []
+
+
+def needs(provider: Provider, capability: str) -> None:
+    """Skip a case the provider's API cannot have (a phone system has no contacts, a provider
+    that sends no webhooks has none to verify); test_conformance_call_logs.py holds the others."""
+    if capability == "webhooks" and provider.webhooks is None:
+        pytest.skip(f"{provider.name} sends no webhooks")
+    if capability != "webhooks" and capability not in provider.capabilities:
+        pytest.skip(f"{provider.name} has no {capability.replace('_', ' ')} capability")
 
 
 # -- capabilities -----------------------------------------------------------------------------
@@ -144,8 +155,9 @@ async def test_declared_capabilities_are_what_the_connector_implements(provider:
 
 # -- auth -------------------------------------------------------------------------------------
 async def test_a_bad_token_is_an_auth_error_that_never_shows_the_token(
-    make: Any, caplog: pytest.LogCaptureFixture
+    provider: Provider, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    needs(provider, "contacts")
     caplog.set_level(logging.DEBUG)
     canary = f"canary-token-{secrets.token_hex(12)}"
     conn = require(make(token=canary), Contacts)
@@ -239,7 +251,10 @@ async def test_a_5xx_burst_is_retried(contacts: Contacts, sandbox: SandboxHandle
     assert faults_spent(sandbox)
 
 
-async def test_a_hung_request_times_out_and_is_retried(make: Any, sandbox: SandboxHandle) -> None:
+async def test_a_hung_request_times_out_and_is_retried(
+    provider: Provider, make: Any, sandbox: SandboxHandle
+) -> None:
+    needs(provider, "contacts")
     conn = require(make(timeout_s=0.25), Contacts)
     cid = await new_contact(conn)
     sandbox.faults.set("timeout", delay_s=2.0, count=1)
@@ -274,6 +289,7 @@ async def test_4xx_validation_is_an_invalid_request(contacts: Contacts, sandbox:
 
 # -- schema discovery -------------------------------------------------------------------------
 async def test_custom_fields_are_discovered_and_logical_fields_resolve(provider: Provider, make: Any) -> None:
+    needs(provider, "custom_fields")
     assert provider.spec is not None
     conn = make()
     fields = await require(conn, CustomFields).list_custom_fields()
@@ -325,6 +341,7 @@ def hook_url(provider: Provider) -> str:
 async def test_a_signed_webhook_is_stored_once(
     provider: Provider, sandbox: SandboxHandle, db: Database
 ) -> None:
+    needs(provider, "webhooks")
     url = hook_url(provider)
     body, headers = sandbox.webhook_delivery(url, timestamp=NOW)
     first = await deliver(db, provider, sandbox, body, headers, url)
@@ -338,6 +355,7 @@ async def test_a_signed_webhook_is_stored_once(
 async def test_refused_webhooks_are_never_stored(
     provider: Provider, sandbox: SandboxHandle, db: Database, case: str, status: int
 ) -> None:
+    needs(provider, "webhooks")
     assert provider.spec is not None
     url = hook_url(provider)
     tenant = str(sandbox.connection_options()[provider.spec().tenant_option])
@@ -347,7 +365,10 @@ async def test_refused_webhooks_are_never_stored(
         body, headers = sandbox.webhook_delivery(url, tenant=f"9{tenant}", timestamp=NOW)
     else:
         body, headers = sandbox.webhook_delivery(url, timestamp=NOW)
-        body += b" "  # still JSON, no longer what was signed
+        # a scheme that signs nothing but echoes a secret (Zoho's channel token) says what a
+        # forgery looks like for it; signed schemes: still JSON, no longer what was signed
+        forge = getattr(sandbox, "forge_webhook", None)
+        body, headers = forge(body, headers) if forge else (body + b" ", headers)
     receipt = await deliver(db, provider, sandbox, body, headers, url)
     assert receipt.status == status, receipt.body
     assert receipt.body["error"] and receipt.stored == 0

@@ -44,15 +44,22 @@ def auth_mode(connection: str, options: dict[str, Any]) -> str:
         if not options.get("token"):
             raise ConfigurationError(
                 f"hubspot connection {connection!r}: OAuth is missing {', '.join(missing)} "
-                "(CRM_MCP_HUBSPOT_CLIENT_SECRET, CRM_MCP_HUBSPOT_REFRESH_TOKEN)"
+                f"({_where(connection, missing)})"
             )
     if options.get("token"):
         return "token"
+    oauth = _where(connection, ["client_id", "client_secret", "refresh_token"])
     raise ConfigurationError(
-        f"hubspot connection {connection!r} needs a private app token (CRM_MCP_HUBSPOT_TOKEN) or an "
-        "OAuth app install (CRM_MCP_HUBSPOT_CLIENT_ID, CRM_MCP_HUBSPOT_CLIENT_SECRET, "
-        "CRM_MCP_HUBSPOT_REFRESH_TOKEN)"
+        f"hubspot connection {connection!r} needs a private app token or an OAuth app install "
+        f"({_where(connection, ['token'])}; or {oauth})"
     )
+
+
+def _where(connection: str, keys: list[str]) -> str:
+    """Where to set `keys`: env vars make only the default connection, named after the provider."""
+    if connection == "hubspot":
+        return ", ".join(f"CRM_MCP_HUBSPOT_{k.upper()}" for k in keys) + " or its crm-mcp.toml keys"
+    return f"{', '.join(keys)} in its [connections.{connection}] table in crm-mcp.toml"
 
 
 def _connector(connection: str, options: dict[str, Any]) -> Connector:
@@ -90,7 +97,18 @@ PROVIDER = Provider(
     title="HubSpot",
     env_prefix="HUBSPOT",
     settings=HubSpotSettings,
-    capabilities=frozenset({"contacts", "notes", "tasks", "appointments", "custom_fields", "batch"}),
+    capabilities=frozenset(
+        {
+            "contacts",
+            "notes",
+            "tasks",
+            "appointments",
+            "custom_fields",
+            "batch",
+            "phone_lookup",
+            "call_activities",
+        }
+    ),
     spec=_spec,
     connector=_connector,
     webhooks=_webhooks,

@@ -24,9 +24,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crm_mcp.connectors.auth import StaticTokenAuth
-from crm_mcp.connectors.base import Appointment, BatchItem, Contact, ContactPage, FieldSchema, Note, Task
+from crm_mcp.connectors.base import (
+    Appointment,
+    BatchItem,
+    CallActivity,
+    Contact,
+    ContactPage,
+    FieldSchema,
+    Note,
+    Task,
+)
 from crm_mcp.connectors.http import ResilientClient, check_base_url
 from crm_mcp.connectors.oauth import OAuth2RefreshAuth, TokenStore
+from crm_mcp.connectors.phones import phone_variants, to_e164
 from crm_mcp.errors import ConfigurationError, InvalidRequestError, NotFoundError, UpstreamUnavailableError
 
 from . import wire
@@ -35,6 +45,7 @@ from .properties import ContactProperties
 from .spec import (
     ACCOUNT_PATH,
     BATCH_MAX,
+    CALL_TO_CONTACT,
     HUBSPOT_SPEC,
     MEETING_TO_CONTACT,
     NOTE_TO_CONTACT,
@@ -55,7 +66,8 @@ RECONNECT_HINT = (
 class HubSpotConnector:
     """One HubSpot portal reached with a private-app token or an OAuth app install.
 
-    Capabilities: contacts, notes, tasks, appointments (meetings), custom fields, batch.
+    Capabilities: contacts, notes, tasks, appointments (meetings), custom fields, batch, phone
+    lookup, call activities (the calls object).
     """
 
     provider = "hubspot"
@@ -120,7 +132,8 @@ class HubSpotConnector:
         if self.portal_id and portal is not None and str(portal) != self.portal_id:
             raise ConfigurationError(
                 f"hubspot connection {self.connection!r}: the credentials belong to portal {portal}, "
-                f"not the configured portal_id {self.portal_id} (CRM_MCP_HUBSPOT_PORTAL_ID)"
+                f"not the configured portal_id {self.portal_id} (CRM_MCP_HUBSPOT_PORTAL_ID, or portal_id in "
+                "its crm-mcp.toml table)"
             )
 
     # -- contacts ---------------------------------------------------------------------------
@@ -245,6 +258,39 @@ class HubSpotConnector:
     async def list_notes(self, contact_id: str) -> list[Note]:
         rows = await self._objects.for_contact(contact_id, "notes", wire.NOTE_PROPERTIES)
         return [mapped(wire.note_from_wire, r, contact_id) for r in rows]
+
+    # -- calls (the calls object) and lookup by phone -------------------------------------------
+    async def find_contacts_by_phone(self, e164: str) -> list[Contact]:
+        """Contacts whose `phone` or `mobilephone` holds this number in any common form: HubSpot's
+        filters compare the stored text, so the forms go in one IN filter per property."""
+        forms = phone_variants(e164)
+        groups = [
+            {"filters": [{"propertyName": name, "operator": "IN", "values": forms}]}
+            for name in ("phone", "mobilephone")
+        ]
+        body = {"filterGroups": groups, "properties": self._properties.read_names(), "limit": 100}
+        data = await self._call("POST", f"{CONTACTS}/search", json=body, idempotent=True)
+        found = [mapped(wire.contact_from_wire, r) for r in results(data)]
+        return [c for c in found if to_e164(c.phone) == e164]
+
+    async def log_call(self, call: CallActivity) -> CallActivity:
+        data = await self._objects.create(
+            "calls", wire.call_properties(call), call.contact_id, CALL_TO_CONTACT
+        )
+        return mapped(wire.call_from_wire, data, call.contact_id)
+
+    async def find_call(self, contact_id: str, external_id: str) -> CallActivity | None:
+        rows = await self._objects.for_contact(contact_id, "calls", wire.CALL_PROPERTIES)
+        calls = [mapped(wire.call_from_wire, r, contact_id) for r in rows]
+        return next((c for c in calls if c.external_id == external_id), None)
+
+    async def update_call(self, call_id: str, changes: Mapping[str, Any]) -> CallActivity:
+        current = await self._objects.read("calls", call_id, wire.CALL_PROPERTIES)
+        contact_id = wire.associated_contact(current) or ""
+        marker = mapped(wire.call_from_wire, current, contact_id).external_id
+        props = wire.call_changes_to_wire(changes, wire.call_marker(marker) if marker else None)
+        data = await self._objects.update("calls", call_id, props)
+        return mapped(wire.call_from_wire, data, contact_id)
 
     async def create_task(self, task: Task) -> Task:
         data = await self._objects.create(

@@ -33,6 +33,7 @@ ASSOCIATIONS_PAGE = 500  # v4 association read: default and maximum `limit`
 NOTE_TO_CONTACT = 202
 TASK_TO_CONTACT = 204
 MEETING_TO_CONTACT = 200
+CALL_TO_CONTACT = 194
 
 # neutral appointment status -> hs_meeting_outcome, and back
 OUTCOME_TO_WIRE = {
@@ -95,6 +96,7 @@ HUBSPOT_SPEC = ProviderSpec(
     },
     tenant_option="portal_id",
     tenant_label="portal",
+    ping_checks_tenant=True,  # ping compares the account's portal id with portal_id
     endpoint_limits=(
         EndpointLimit(
             name="search",

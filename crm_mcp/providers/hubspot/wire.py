@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from crm_mcp.connectors.base import Appointment, BatchItem, Contact, FieldSchema, Note, Task
+from crm_mcp.connectors.base import Appointment, BatchItem, CallActivity, Contact, FieldSchema, Note, Task
 from crm_mcp.errors import InvalidRequestError
 
 from .spec import OUTCOME_FROM_WIRE, OUTCOME_TO_WIRE
@@ -228,6 +228,74 @@ def note_from_wire(data: Mapping[str, Any], contact_id: str) -> Note:
         contact_id=contact_id,
         body=props.get("hs_note_body") or "",
         date_added=props.get("hs_timestamp") or data.get("createdAt") or None,
+    )
+
+
+# -- calls (engagements of type call) -------------------------------------------------------------
+CALL_PROPERTIES = (
+    "hs_call_title",
+    "hs_call_body",
+    "hs_call_direction",
+    "hs_call_status",
+    "hs_call_duration",
+    "hs_timestamp",
+    "hubspot_owner_id",
+)
+# neutral call result -> hs_call_status, and back (a voicemail is a call nobody answered)
+CALL_STATUS = {"answered": "COMPLETED", "missed": "MISSED", "voicemail": "NO_ANSWER"}
+_CALL_RESULT = {v: k for k, v in CALL_STATUS.items()}
+
+
+def call_marker(external_id: str) -> str:
+    """The tag a call's body carries so a retried create finds it (HubSpot has no external id)."""
+    return f"[call-session:{external_id}]"
+
+
+def call_properties(call: CallActivity) -> dict[str, str]:
+    body = call.description
+    if call.external_id:
+        body = f"{body}\n\n{call_marker(call.external_id)}"
+    props = {
+        "hs_call_title": call.subject,
+        "hs_call_body": body,
+        "hs_call_direction": call.direction.upper(),
+        "hs_call_status": CALL_STATUS[call.result],
+        "hs_call_duration": str(call.duration_seconds * 1000),
+        "hs_timestamp": wire_instant(call.started_at),
+    }
+    if call.owner_id:
+        props["hubspot_owner_id"] = call.owner_id
+    return props
+
+
+def call_changes_to_wire(changes: Mapping[str, Any], body_marker: str | None) -> dict[str, str]:
+    props: dict[str, str] = {}
+    if "description" in changes:
+        body = str(changes["description"])
+        props["hs_call_body"] = f"{body}\n\n{body_marker}" if body_marker else body
+    if "duration_seconds" in changes:
+        props["hs_call_duration"] = str(int(changes["duration_seconds"]) * 1000)
+    if changes.get("owner_id"):
+        props["hubspot_owner_id"] = str(changes["owner_id"])
+    return props
+
+
+def call_from_wire(data: Mapping[str, Any], contact_id: str) -> CallActivity:
+    props = data.get("properties") or {}
+    body = props.get("hs_call_body") or ""
+    found = re.search(r"\[call-session:([^\]]+)\]", body)
+    duration = props.get("hs_call_duration")
+    return CallActivity(
+        id=str(data["id"]),
+        contact_id=contact_id,
+        direction="outbound" if str(props.get("hs_call_direction")).upper() == "OUTBOUND" else "inbound",
+        result=_CALL_RESULT.get(str(props.get("hs_call_status") or "").upper(), "answered"),
+        started_at=props.get("hs_timestamp") or data.get("createdAt"),
+        duration_seconds=int(float(duration)) // 1000 if duration else 0,
+        subject=props.get("hs_call_title") or "",
+        description=body.replace(found.group(0), "").rstrip() if found else body,
+        owner_id=props.get("hubspot_owner_id") or None,
+        external_id=found.group(1) if found else None,
     )
 
 

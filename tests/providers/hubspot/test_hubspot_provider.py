@@ -30,7 +30,16 @@ def handle() -> Iterator[HubSpotSandboxHandle]:
 def test_declaration() -> None:
     assert get_provider("hubspot") is PROVIDER
     assert PROVIDER.capabilities == frozenset(
-        {"contacts", "notes", "tasks", "appointments", "custom_fields", "batch"}
+        {
+            "contacts",
+            "notes",
+            "tasks",
+            "appointments",
+            "custom_fields",
+            "batch",
+            "phone_lookup",
+            "call_activities",
+        }
     )
     assert PROVIDER.spec is not None and PROVIDER.spec() is HUBSPOT_SPEC
     assert PROVIDER.setup is not None
@@ -43,8 +52,9 @@ def test_declaration() -> None:
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({}, "CRM_MCP_HUBSPOT_TOKEN"),
-        ({"client_secret": "webhooks-only"}, "CRM_MCP_HUBSPOT_TOKEN"),
+        # a connection from crm-mcp.toml is told about its table, not about env vars
+        ({}, r"token in its \[connections.hs\] table"),
+        ({"client_secret": "webhooks-only"}, r"token in its \[connections.hs\] table"),
         ({"client_id": "abc", "client_secret": "s3cret-value"}, "refresh_token"),
         ({"client_id": "abc", "refresh_token": "r-123456"}, "client_secret"),
     ],
@@ -55,6 +65,12 @@ def test_factory_refuses_incomplete_options(options: dict[str, str], match: str)
     assert "hubspot connection 'hs'" in str(refused.value)
     with pytest.raises(ConfigurationError, match="https"):
         build_connector("hubspot", "hs", {"token": "pat-na1-x", "base_url": "http://example.com"})
+
+
+def test_the_env_connection_is_told_about_env_vars() -> None:
+    """Env vars make only the default connection, named after the provider."""
+    with pytest.raises(ConfigurationError, match="CRM_MCP_HUBSPOT_TOKEN"):
+        build_connector("hubspot", "hubspot", {})
 
 
 @pytest.mark.anyio

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crm_mcp.providers.hubspot.sandbox.property_defs import (
+    call_properties,
     contact_properties,
     meeting_properties,
     note_properties,
@@ -101,8 +102,20 @@ MEETINGS = ObjectType(
     query_props=("hs_meeting_title", "hs_meeting_body"),
     schema=_index(meeting_properties()),
 )
+CALLS = ObjectType(
+    name="calls",
+    type_id="0-48",
+    singular="call",
+    id_param="callId",
+    created_prop=_ACTIVITY_STAMPS[0],
+    modified_prop=_ACTIVITY_STAMPS[1],
+    defaults=("hs_createdate", "hs_lastmodifieddate", "hs_object_id"),
+    required=("hs_timestamp",),
+    query_props=("hs_call_title", "hs_call_body"),
+    schema=_index(call_properties()),
+)
 
-OBJECT_TYPES: dict[str, ObjectType] = {t.name: t for t in (CONTACTS, NOTES, TASKS, MEETINGS)}
+OBJECT_TYPES: dict[str, ObjectType] = {t.name: t for t in (CONTACTS, NOTES, TASKS, MEETINGS, CALLS)}
 _ALIASES = {alias: t for t in OBJECT_TYPES.values() for alias in (t.name, t.singular, t.type_id)}
 
 
@@ -126,6 +139,8 @@ _PAIRS = [
     ("contacts", "tasks", 203, "contact_to_task"),
     ("meetings", "contacts", 200, "meeting_event_to_contact"),
     ("contacts", "meetings", 199, "contact_to_meeting_event"),
+    ("calls", "contacts", 194, "call_to_contact"),
+    ("contacts", "calls", 193, "contact_to_call"),
 ]
 ASSOCIATION_TYPES: dict[int, AssociationType] = {p[2]: AssociationType(*p) for p in _PAIRS}
 _BY_PAIR = {(a.from_type, a.to_type): a for a in ASSOCIATION_TYPES.values()}

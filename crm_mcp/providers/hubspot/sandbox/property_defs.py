@@ -201,6 +201,28 @@ def task_properties() -> list[dict[str, Any]]:
     ]
 
 
+def call_properties() -> list[dict[str, Any]]:
+    """The call engagement's documented properties (the calls OpenAPI file types them generically)."""
+    g = "call"
+    directions = [("INBOUND", "Inbound"), ("OUTBOUND", "Outbound")]
+    statuses = [
+        (s, s.replace("_", " ").title()) for s in ("COMPLETED", "MISSED", "NO_ANSWER", "BUSY", "FAILED")
+    ]
+    return [
+        prop("hs_call_title", "Call Title", "string", "text", g),
+        prop("hs_call_body", "Call notes", "string", "html", g),
+        prop("hs_call_direction", "Call direction", "enumeration", "select", g, options=directions),
+        prop("hs_call_status", "Call status", "enumeration", "select", g, options=statuses),
+        prop("hs_call_duration", "Call duration (ms)", "number", "number", g),
+        prop("hs_call_from_number", "From number", "string", "text", g),
+        prop("hs_call_to_number", "To number", "string", "text", g),
+        prop("hs_call_recording_url", "Recording URL", "string", "text", g),
+        prop("hs_timestamp", "Activity date", "datetime", "date", g),
+        prop(*_OWNER, "enumeration", "select", g, external_options=True),
+        *_stamps("hs_createdate", "hs_lastmodifieddate", g),
+    ]
+
+
 def meeting_properties() -> list[dict[str, Any]]:
     g = "meeting"
     return [

@@ -1,4 +1,5 @@
-"""HTTP routes beside /mcp: /healthz (liveness), /readyz (readiness), /metrics (Prometheus text).
+"""HTTP routes beside /mcp: /healthz (liveness), /readyz (readiness), /metrics (Prometheus text,
+docs/observability.md; tool calls are counted by a middleware installed here).
 
 /healthz stays open: it says only that the process answers, and orchestrators probe it without
 credentials. /readyz and /metrics tell an outsider how the sync is doing and cost database reads,
@@ -9,12 +10,17 @@ the database at most one status computation per interval (and per change in this
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from crm_mcp.observability.middleware import ToolCallCounter
+from crm_mcp.server.principals import operator_only
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -28,9 +34,26 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 def register(server: MCPServer[Any], rt: Runtime, *, require_token: bool = False) -> None:
     """Add the ops routes; with `require_token`, /readyz and /metrics answer only authenticated
     requests (the SDK's bearer middleware, installed with the token verifier, authenticates)."""
-    server.custom_route("/healthz", methods=["GET"])(healthz)
-    server.custom_route("/readyz", methods=["GET"])(_guarded(readyz_for(rt), require_token))
-    server.custom_route("/metrics", methods=["GET"])(_guarded(metrics_for(rt), require_token))
+    mount(server, ops_routes(rt, require_token=require_token))
+    server.middleware.append(ToolCallCounter(server, lambda: rt.metrics))  # feeds /metrics
+
+
+def mount(server: MCPServer[Any], route_list: list[Route]) -> None:
+    """Add Starlette routes to the MCP server's HTTP app, as its `custom_route` decorator does."""
+    for route in route_list:
+        server.custom_route(route.path, methods=sorted(route.methods or ()))(route.endpoint)
+
+
+def ops_routes(rt: Runtime, *, require_token: bool = False) -> list[Route]:
+    """/healthz, /readyz and /metrics as Starlette routes, for the MCP server's app (`register`)
+    and the worker's (`crm-mcp worker --http-port N`, `crm_mcp.server.worker_http`)."""
+    operator = functools.partial(operator_only, settings=rt.settings)
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        # server-wide: a tenant's token (limited to some connections) is refused (docs/tenants.md)
+        Route("/readyz", _guarded(operator(readyz_for(rt)), require_token), methods=["GET"]),
+        Route("/metrics", _guarded(operator(metrics_for(rt)), require_token), methods=["GET"]),
+    ]
 
 
 async def healthz(request: Request) -> Response:
@@ -69,6 +92,7 @@ def readyz_for(rt: Runtime) -> Endpoint:
             n for n, s in status.connectors.items() if s.get("breaker", {}).get("state") == "open"
         ]
         checks["breakers"] = "ok" if not open_breakers else f"open: {', '.join(open_breakers)}"
+        checks["connections"] = _connections_ready(status.connectors)
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"ready": ready, "verdict": status.verdict, "checks": checks}, 200 if ready else 503
@@ -77,21 +101,26 @@ def readyz_for(rt: Runtime) -> Endpoint:
     return readyz
 
 
+def _connections_ready(connectors: dict[str, Any]) -> str:
+    """Deep readiness: "ok", or the connections whose last check (in the status snapshot) found
+    their credentials or tenant refused (an expired or revoked token), each with what was found.
+    An unreachable CRM is the breaker's business, not a configuration fault."""
+    failing = [
+        f"{name} ({pre['failed']}: {pre['problem']})"
+        for name, state in sorted(connectors.items())
+        if (pre := state.get("preflight")) and pre.get("failed") not in (None, "reachable")
+    ]
+    return "ok" if not failing else "not ready: " + "; ".join(failing)
+
+
 def metrics_for(rt: Runtime) -> Endpoint:
+    """Prometheus text from the runtime's own registry; the outbox gauges are set per scrape."""
+
     async def metrics(request: Request) -> Response:
         from crm_mcp.views import current_status  # lazy: SQLAlchemy stays off start-up
 
-        s = await current_status(rt, max_age_s=OPS_STATUS_MAX_AGE_S)
-        lines = ["# TYPE crm_mcp_operations gauge"]
-        lines += [f'crm_mcp_operations{{status="{k}"}} {v}' for k, v in s.totals.items()]
-        lines += [
-            "# TYPE crm_mcp_dead_letters gauge",
-            f"crm_mcp_dead_letters {s.dead_letters}",
-            "# TYPE crm_mcp_success_rate gauge",
-            f"crm_mcp_success_rate {s.success_rate if s.success_rate is not None else 'NaN'}",
-            "# TYPE crm_mcp_oldest_pending_seconds gauge",
-            f"crm_mcp_oldest_pending_seconds {s.oldest_pending_age_s or 0}",
-        ]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        rt.metrics.update_status(await current_status(rt, max_age_s=OPS_STATUS_MAX_AGE_S))
+        body, content_type = rt.metrics.render()
+        return Response(body, headers={"Content-Type": content_type})
 
     return metrics

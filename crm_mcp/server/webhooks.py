@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crm_mcp.errors import ConfigurationError
+from crm_mcp.observability.middleware import count_webhooks
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -110,7 +111,7 @@ def make_handler(rt: Runtime, *, process_inline: bool = True) -> Callable[[Reque
         task = BackgroundTask(process_after, db) if process_inline and receipt.stored else None
         return JSONResponse(receipt.body, receipt.status, headers=receipt.headers or None, background=task)
 
-    return handle
+    return count_webhooks(handle, lambda: rt.metrics, lambda: {c.name for c in rt.connections()})
 
 
 def register(server: MCPServer[Any], rt: Runtime) -> None:
@@ -118,8 +119,11 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     server.custom_route(WEBHOOK_PATH, methods=["POST"])(make_handler(rt))
 
 
+def routes(rt: Runtime, *, process_inline: bool = True) -> list[Route]:
+    """The webhook route, for the worker's HTTP app (`crm-mcp worker --http-port N`)."""
+    return [Route(WEBHOOK_PATH, make_handler(rt, process_inline=process_inline), methods=["POST"])]
+
+
 def build_webhook_app(rt: Runtime, *, process_inline: bool = True) -> Starlette:
     """A Starlette app with only the webhook route, for `crm-mcp worker --webhooks-port N`."""
-    return Starlette(
-        routes=[Route(WEBHOOK_PATH, make_handler(rt, process_inline=process_inline), methods=["POST"])]
-    )
+    return Starlette(routes=routes(rt, process_inline=process_inline))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Boolean, Connection, Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Boolean, Connection, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -259,6 +259,8 @@ async def claim_due(
     lease: timedelta,
     now: datetime,
     exclude: Collection[str] = (),
+    per_connection: int | None = None,
+    fair: bool = True,
 ) -> list[SyncOperation]:
     """Lease up to `limit` due operations to `worker_id`, counting an attempt for each.
 
@@ -270,6 +272,16 @@ async def claim_due(
     each other's rows with FOR UPDATE SKIP LOCKED. `exclude`: ids the caller is still working on
     (a worker that claims while others of its operations run must not start a second attempt of
     one of them whose lease ran out meanwhile).
+
+    Fair across connections (tenants): the due operations are ranked within their connection
+    (oldest first) and a claim takes every connection's first before any connection's second,
+    round robin, so one connection's backlog never holds back another's next operation; with a
+    single connection due it still takes the whole `limit`. `per_connection`: a cap on how many
+    operations of one connection may be in flight at once (under an unexpired lease, across all
+    workers, counting what this claim takes), so that a connection whose CRM is slow or rate
+    limited cannot hold every slot. On PostgreSQL claimers running at the same instant do not see
+    each other's uncommitted claims, so the cap may be overshot by what they take together.
+    `fair=False`: the plain oldest-first order (for benchmarks comparing the two).
     """
     due = or_(
         and_(SyncOperation.status == "pending", SyncOperation.next_attempt_at <= now),
@@ -277,13 +289,16 @@ async def claim_due(
     )
     if exclude:
         due = and_(due, SyncOperation.id.not_in(list(exclude)))
-    query = (
-        select(SyncOperation)
-        .where(due)
-        .order_by(SyncOperation.next_attempt_at, SyncOperation.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    if fair or per_connection is not None:
+        query = _fair_claim_query(due, limit, now, per_connection)
+    else:
+        query = (
+            select(SyncOperation)
+            .where(due)
+            .order_by(SyncOperation.next_attempt_at, SyncOperation.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
 
     def claim(conn: Connection) -> list[SyncOperation]:
         with Session(bind=conn, expire_on_commit=False) as session:
@@ -300,6 +315,41 @@ async def claim_due(
         return ops
 
     return await db.run_write(claim)
+
+
+def _fair_claim_query(due: Any, limit: int, now: datetime, per_connection: int | None) -> Any:
+    """Due operations in round-robin order across connections: ranked oldest first within their
+    connection (`turn`), taken by turn, then by age. The ranking runs in a subquery (PostgreSQL
+    allows no row lock beside a window function), joined back to the table whose rows are locked
+    FOR UPDATE SKIP LOCKED; `due` is checked again on the locked row."""
+    ops = SyncOperation.__table__
+    turn = (
+        func.row_number()
+        .over(
+            partition_by=SyncOperation.connection,
+            order_by=(SyncOperation.next_attempt_at, SyncOperation.created_at),
+        )
+        .label("turn")
+    )
+    ranked = select(SyncOperation.id.label("op_id"), SyncOperation.connection.label("conn"), turn).where(due)
+    ranked_sq = ranked.subquery("ranked")
+    order_turn: Any = ranked_sq.c.turn
+    query = select(SyncOperation).join(ranked_sq, ranked_sq.c.op_id == SyncOperation.id).where(due)
+    if per_connection is not None:
+        running = (
+            select(SyncOperation.connection.label("conn"), func.count().label("n"))
+            .where(SyncOperation.status == "in_flight", SyncOperation.lease_until >= now)
+            .group_by(SyncOperation.connection)
+            .subquery("running")
+        )
+        query = query.outerjoin(running, running.c.conn == ranked_sq.c.conn)
+        order_turn = ranked_sq.c.turn + func.coalesce(running.c.n, 0)
+        query = query.where(order_turn <= per_connection)
+    return (
+        query.order_by(order_turn, SyncOperation.next_attempt_at, SyncOperation.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=ops)
+    )
 
 
 async def checkpoint(
@@ -540,7 +590,7 @@ async def mark_failed(
             reason = f"Failed permanently ({type(error).__name__}): {message}"
         else:
             reason = (
-                f"Gave up after {row.attempts} attempt(s) (deadline or retry budget spent); "
+                f"Gave up after {failed_attempts(history)} attempt(s) (deadline or retry budget spent); "
                 f"last error: {message}"
             )
         letter = (
@@ -554,6 +604,12 @@ async def mark_failed(
         letter.dead_at = now
         letter.retried_at = None
     return row
+
+
+def failed_attempts(history: Sequence[dict[str, Any]]) -> int:
+    """Failed attempts in a dead letter's history: what its reason and its `attempts` both count.
+    A rate-limit or open-circuit wait (`rescheduled`) is in the history but is not an attempt."""
+    return sum(1 for h in history if h.get("outcome") != "rescheduled")
 
 
 def _message(error: BaseException) -> str:
@@ -614,6 +670,7 @@ async def retry_dead(
     now: datetime,
     dry_run: bool = False,
     deadline: timedelta = DEFAULT_DEADLINE,
+    connections: Collection[str] | None = None,
 ) -> list[SyncOperation]:
     """Put dead operations back in the queue: attempts reset, a fresh deadline, progress kept.
 
@@ -632,6 +689,8 @@ async def retry_dead(
         query = query.where(or_(SyncOperation.id.in_(list(ids)), SyncOperation.id.in_(entry_ops)))
     if connection is not None:
         query = query.where(SyncOperation.connection == connection)
+    if connections is not None:  # a tenant's retry touches only its own connections
+        query = query.where(SyncOperation.connection.in_(list(connections)))
     async with db.begin_write() as session:
         ops = list((await session.execute(query.order_by(SyncOperation.created_at))).scalars())
         if dry_run or not ops:
@@ -657,16 +716,20 @@ async def list_dead_letters(
     session: AsyncSession,
     *,
     connection: str | None = None,
+    connections: Collection[str] | None = None,
     limit: int = 50,
     offset: int = 0,
     include_retried: bool = False,
 ) -> list[DeadLetter]:
-    """Dead letters, newest first; by default only those still dead (not yet retried)."""
+    """Dead letters, newest first; by default only those still dead (not yet retried).
+    `connections`: only those of these connections (a tenant's), None for all."""
     query = select(DeadLetter)
     if not include_retried:
         query = query.where(DeadLetter.retried_at.is_(None))
     if connection is not None:
         query = query.where(DeadLetter.connection == connection)
+    if connections is not None:
+        query = query.where(DeadLetter.connection.in_(list(connections)))
     query = query.order_by(DeadLetter.dead_at.desc(), DeadLetter.id).limit(limit).offset(offset)
     return list((await session.execute(query)).scalars())
 

@@ -3,11 +3,14 @@
 It starts `crm-mcp serve --sandbox` (GoHighLevel simulator + throwaway database) and talks to it
 over stdio with the official MCP client, the way Claude Desktop would. It seeds a few bookings
 (one of them for a calendar that does not exist, so something fails) and a few leads, then
-answers three questions an operator asks:
+answers three questions an operator asks, and does what a booking agent does:
 
   1. What failed today and why?            get_sync_status + list_dead_letters
   2. Which leads should sales call first?  search_contacts + qualify_lead (+ apply for the top one)
   3. Is my GoHighLevel connection healthy? check_integration_health
+  4. Book, find it by email, reschedule, cancel and rebook
+                                           create_appointment + list_appointments
+                                           + update_appointment_status
 
 Run:  python examples/agent_session.py   (or pass another server command after `--`)
 """
@@ -21,6 +24,7 @@ import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from mcp import Client, StdioServerParameters
 
@@ -32,6 +36,8 @@ NEEDED = {
     "get_sync_status",
     "list_dead_letters",
     "check_integration_health",
+    "list_appointments",
+    "update_appointment_status",
 }
 LEADS = [  # first name, last name, email, phone, source, budget, move-in in days
     ("Avery", "Stone", "avery@example.com", "+15550100001", "referral", 6000, 5),
@@ -176,6 +182,64 @@ async def is_healthy(client: Client) -> None:
             say(f"     do: {rec}")
 
 
+def show(appointment: dict[str, Any]) -> str:
+    a = appointment
+    crm = f"CRM id {a['crm_id']}" if a.get("crm_id") else "not in the CRM yet"
+    return f"{a['id']} at {a['start_time']}: {a['status']}, {crm}, sync {a['sync_state']}"
+
+
+async def book_and_change(client: Client) -> None:
+    say("\n== Q4: Book Jane, find her appointment by email, reschedule, cancel and rebook")
+    day = (datetime.now(ZoneInfo("America/New_York")) + timedelta(days=5)).date()
+    booking = {
+        "first_name": "Jane",
+        "last_name": "Doe",
+        "email": "jane@example.com",
+        "start_time": f"{day}T14:00:00",
+        "timezone": "America/New_York",
+        "title": "Property tour",
+    }
+    booked = await call(client, "create_appointment", booking)
+    say(f"   1. create_appointment: {booked['message']} (local id {booked['appointment']['id']})")
+    await wait_delivered(client)
+
+    found = (await call(client, "list_appointments", {"email": "jane@example.com"}))["appointments"]
+    say(f"   2. list_appointments(email=jane@example.com): {len(found)} found")
+    say(f"      {show(found[0])}")
+
+    crm_id = found[0]["crm_id"]
+    moved = await call(
+        client,
+        "update_appointment_status",
+        {"appointment_id": crm_id, "action": "update", "start_time": f"{day}T16:00:00"},
+    )
+    say(f"   3. update_appointment_status(CRM id {crm_id}, update): now {moved['appointment']['start_time']}")
+    await wait_delivered(client)
+
+    cancelled = await call(
+        client,
+        "update_appointment_status",
+        # confirm: the user said so; a client with elicitation support is asked instead
+        {
+            "appointment_id": found[0]["id"],
+            "action": "cancel",
+            "reason": "Jane cannot make it",
+            "confirm": True,
+        },
+    )
+    say(f"   4. update_appointment_status(cancel): {cancelled['appointment']['status']}")
+    await wait_delivered(client)
+
+    again = await call(client, "create_appointment", booking)  # the very same request as in step 1
+    say(f"   5. create_appointment again, same arguments: {again['message']}")
+    await wait_delivered(client)
+
+    final = (await call(client, "list_appointments", {"email": "jane@example.com"}))["appointments"]
+    say(f"   6. list_appointments(email=jane@example.com): {len(final)} found")
+    for a in final:
+        say(f"      {show(a)}")
+
+
 def server_params(command: list[str]) -> StdioServerParameters:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_MCP_")}
     env.update(
@@ -202,6 +266,7 @@ async def main(command: list[str]) -> int:
         await what_failed(client)
         await who_to_call(client)
         await is_healthy(client)
+        await book_and_change(client)
     return 0
 
 

@@ -183,3 +183,38 @@ async def apply_fault(fault: Fault, send: Send, headers: list[tuple[bytes, bytes
     body = json.dumps({"statusCode": fault.status, "message": _phrase(fault.status)}).encode()
     await _send(send, fault.status, body, headers)
     return fault.status
+
+
+# The body of POST {sandbox}/_sandbox/faults, as `crm-mcp sandbox` prints it (docs/sandbox.md).
+FAULTS_BODY_HELP = """\
+POST {url}/_sandbox/faults  (JSON; one rule per "path"; GET lists them, DELETE clears all)
+  {{"kind": "error", "status": 503, "probability": 0.3}}     30% of API calls answer 503
+  {{"kind": "rate_limit", "retry_after": 5, "count": 10}}    the next 10 calls answer 429
+  {{"kind": "timeout", "delay_s": 30}}  {{"kind": "reset"}}  {{"kind": "slow", "delay_s": 2}}
+  keys: kind (error|rate_limit|timeout|slow|malformed|reset), status, probability (0..1),
+        count (how many calls, default until cleared; 0 removes the rule), retry_after,
+        delay_s, path (regex on the request path)"""
+
+
+def fault_from_flag(fail: str, *, rate: float = 1.0, path: str | None = None) -> dict[str, Any]:
+    """`--fail 503 --rate 0.3` as keyword arguments for `FaultInjector.set` (and the JSON body of
+    POST /_sandbox/faults). `fail` is an HTTP status (429 means rate_limit) or a fault kind."""
+    spec: dict[str, Any] = {"probability": rate}
+    if path:
+        spec["path"] = path
+    if fail.isdigit():
+        status = int(fail)
+        if not 400 <= status <= 599:
+            raise ValueError(
+                f"--fail {fail}: give an error status (400-599) or one of {', '.join(FAULT_KINDS)}"
+            )
+        spec |= {"kind": "rate_limit"} if status == 429 else {"kind": "error", "status": status}
+    elif fail in FAULT_KINDS:
+        spec["kind"] = fail
+    else:
+        raise ValueError(
+            f"--fail {fail!r}: give an HTTP status such as 503, or one of {', '.join(FAULT_KINDS)}"
+        )
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"--rate {rate}: give a share between 0 and 1 (0.3 = 30% of calls)")
+    return spec

@@ -11,6 +11,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -23,6 +24,9 @@ from crm_mcp.errors import (
     RateLimitedError,
     redact,
 )
+from crm_mcp.observability.tracing import tool_call
+from crm_mcp.preflight import write_warning
+from crm_mcp.scope import write_refusal
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -34,6 +38,8 @@ log = logging.getLogger("crm_mcp.tools")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# set by queue_write when the connection's last preflight failed; crm_tool puts it in the result
+_write_warning: ContextVar[str | None] = ContextVar("crm_mcp_write_warning", default=None)
 
 
 def describe_error(exc: CRMError) -> str:
@@ -83,7 +89,17 @@ async def queue_write(
         if local is not None:
             await local(session, created)
     rt.touch()
+    if (warning := await write_warning(rt, connection)) is not None:
+        _write_warning.set(warning)
     return op, created
+
+
+def _with_warning(result: R) -> R:
+    """A write queued to a connection whose last preflight failed says so in its `warning`."""
+    warning = _write_warning.get()
+    if warning and "warning" in getattr(type(result), "model_fields", {}):
+        result.warning = warning  # type: ignore[attr-defined]
+    return result
 
 
 def crm_tool(
@@ -98,8 +114,7 @@ def crm_tool(
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Register an async tool with truthful annotations and the shared error mapping."""
 
-    annotations = ToolAnnotations(
-        title=title,
+    annotations = ToolAnnotations(  # no title here: the tool's own `title` says it once
         read_only_hint=read_only,
         destructive_hint=destructive,
         idempotent_hint=idempotent,
@@ -109,8 +124,12 @@ def crm_tool(
     def decorator(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if not read_only and (refusal := write_refusal(name or fn.__name__)) is not None:
+                raise ToolError(refusal)  # a crm:read token: checked before the tool runs
+            token = _write_warning.set(None)
             try:
-                return await fn(*args, **kwargs)
+                with tool_call(name or fn.__name__):  # correlation id + span (docs/observability.md)
+                    return _with_warning(await fn(*args, **kwargs))
             except ToolError:
                 raise
             except CRMError as exc:
@@ -122,6 +141,8 @@ def crm_tool(
                     f"Internal error in {fn.__name__} ({type(exc).__name__}). Nothing was changed "
                     "unless a sync_operation_id was returned earlier. Check the server log (stderr)."
                 ) from None
+            finally:
+                _write_warning.reset(token)
 
         description = inspect.cleandoc(fn.__doc__ or "")
         server.add_tool(

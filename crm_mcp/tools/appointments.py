@@ -14,13 +14,18 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mcp.server.elicitation import ElicitationResult
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import Field
 
 from crm_mcp.connectors.registry import get_provider
+from crm_mcp.scope import current_principal, scoped_key
 from crm_mcp.sync.commands import AppointmentChange, AppointmentCreate, Person
 from crm_mcp.tools._base import crm_tool, queue_write
 from crm_mcp.tools.args import ConnectionArg, IdempotencyArg, SaneDateTime
+from crm_mcp.tools.confirm import ConfirmArg, Confirmation, Verdict, ask, confirmed
 from crm_mcp.tools.models import AppointmentRecord, AppointmentResult, ContactInfo
 
 if TYPE_CHECKING:
@@ -30,6 +35,13 @@ if TYPE_CHECKING:
     from crm_mcp.state.models import Appointment
 
 _NS = uuid.UUID("5b0e7a52-3f0c-4b8e-9a61-0c6f1f2d7a10")
+
+# A start this far in the past is still "now" (clocks differ); further back, or this far ahead,
+# is almost always a wrong year, so it is refused (a past start is allowed for imports).
+PAST_GRACE = timedelta(minutes=5)
+MAX_AHEAD_YEARS = 2
+MAX_AHEAD = timedelta(days=365 * MAX_AHEAD_YEARS + 1)
+MAX_REBOOKS = 20  # same booking cancelled and booked again under one key; then ask for a new key
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PHONE_PATTERN = r"^\+?[0-9 ()./-]{7,20}$"
@@ -51,6 +63,64 @@ def _zone(name: str) -> ZoneInfo:
 
 def _aware(value: datetime, tz: ZoneInfo) -> datetime:
     return value.replace(tzinfo=tz) if value.tzinfo is None else value
+
+
+def check_start(start: datetime, now: datetime, tz: ZoneInfo, *, allow_past: bool) -> None:
+    """Refuse a new booking's start in the past (unless `allow_past`) or years ahead.
+
+    Raises:
+        ToolError: the start is out of range (the message gives the current time to fix it with).
+    """
+    now_text = now.astimezone(tz).isoformat(timespec="minutes")
+    if start < now - PAST_GRACE and not allow_past:
+        raise ToolError(
+            f"start_time {start.isoformat()} is in the past (now is {now_text}); give a future time, "
+            "or allow_past=true to record a past appointment (imports)."
+        )
+    if start > now + MAX_AHEAD:
+        raise ToolError(
+            f"start_time {start.isoformat()} is more than {MAX_AHEAD_YEARS} years ahead (now is {now_text}); "
+            "check the year."
+        )
+
+
+def rebook_key(key: str, n: int) -> str:
+    """The key of the n-th booking of the same request after its earlier bookings were cancelled."""
+    return f"rebook:{n}:{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+
+
+def _request(payload: dict[str, Any]) -> dict[str, Any]:
+    """A booking request as the caller made it: its payload without the id its key gave it."""
+    return {k: v for k, v in payload.items() if k != "appointment_id"}
+
+
+async def live_key(rt: Runtime, key: str, request: dict[str, Any]) -> tuple[str, str | None]:
+    """(the key to book under, the cancelled appointment it replaces): `key` itself, unless the
+    booking made under it with this very request was cancelled; then the same request is a new
+    booking, under the next key of its chain. Another request under `key` stays on `key`, so
+    queueing it raises the usual IdempotencyError.
+
+    Raises:
+        ToolError: the chain is longer than MAX_REBOOKS.
+    """
+    from crm_mcp.state.models import Appointment  # lazy: SQLAlchemy stays off start-up
+
+    db = await rt.database()
+    cancelled: str | None = None
+    async with db.sessions() as session:
+        for n in range(MAX_REBOOKS + 1):
+            candidate = key if n == 0 else rebook_key(key, n)
+            op = await _op_for_key(session, candidate)
+            if op is None or op.action != "appointment.create" or _request(op.payload or {}) != request:
+                return candidate, cancelled
+            appt = await session.get(Appointment, op.entity_id)
+            if appt is None or appt.status != "cancelled":
+                return candidate, cancelled
+            cancelled = appt.id
+    raise ToolError(
+        f"This booking was cancelled and booked again {MAX_REBOOKS} times under one key; "
+        "pass a new idempotency_key to book it again."
+    )
 
 
 def to_record(a: Appointment) -> AppointmentRecord:
@@ -99,25 +169,25 @@ def create_command(a: Appointment) -> AppointmentCreate:
 def register(server: MCPServer[Any], rt: Runtime) -> None:
     @crm_tool(
         server,
-        title="Book an appointment (synced to the CRM)",
+        title="Book an appointment",
         read_only=False,
         destructive=False,
         idempotent=True,
         open_world=True,
     )
     async def create_appointment(
-        first_name: Annotated[str, Field(min_length=1, max_length=100, examples=["Jane"])],
+        first_name: Annotated[str, Field(min_length=1, max_length=100)],
         start_time: Annotated[
             SaneDateTime,
             Field(
-                description="Start, ISO 8601. With an offset, or local time in `timezone`.",
-                examples=["2026-12-01T15:00:00-05:00"],
+                description="With an offset, or local to `timezone`.",
+                examples=["2030-01-15T15:00:00-05:00"],
             ),
         ],
         email: Annotated[
             str | None,
             Field(
-                description="Contact email (email or phone is required).",
+                description="Email or phone is required.",
                 pattern=EMAIL_PATTERN,
                 max_length=254,
                 examples=["jane@example.com"],
@@ -126,36 +196,30 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         phone: Annotated[
             str | None,
             Field(
-                description="Contact phone, E.164 preferred.",
+                description="E.164 preferred.",
                 pattern=PHONE_PATTERN,
                 max_length=32,
                 examples=["+15551234567"],
             ),
         ] = None,
-        last_name: Annotated[str | None, Field(max_length=100, examples=["Doe"])] = None,
-        duration_minutes: Annotated[int, Field(ge=5, le=480, description="Length of the appointment.")] = 30,
+        last_name: Annotated[str | None, Field(max_length=100)] = None,
+        duration_minutes: Annotated[int, Field(ge=5, le=480)] = 30,
         timezone: Annotated[
             str,
-            Field(
-                max_length=64, description="IANA time zone of the appointment.", examples=["America/New_York"]
-            ),
+            Field(max_length=64, description="IANA zone of the appointment.", examples=["America/New_York"]),
         ] = "UTC",
-        title: Annotated[str | None, Field(max_length=200, examples=["Property tour"])] = None,
-        notes: Annotated[
-            str | None, Field(max_length=4000, description="Booking details for the CRM note.")
-        ] = None,
+        title: Annotated[str | None, Field(max_length=200)] = None,
+        notes: Annotated[str | None, Field(max_length=4000, description="For the CRM booking note.")] = None,
         calendar_id: Annotated[
             str | None,
-            Field(max_length=128, description="CRM calendar id; defaults to the connection's calendar."),
+            Field(max_length=128, description="Default: the connection's calendar."),
         ] = None,
         connection: ConnectionArg = None,
         idempotency_key: IdempotencyArg = None,
+        allow_past: Annotated[bool, Field(description="Accept a past start (imports).")] = False,
     ) -> AppointmentResult:
-        """Book an appointment in the local system of record and queue its delivery to the CRM.
-
-        Delivery (contact upsert, calendar appointment, booking note, reminder task, tags and custom
-        fields) happens asynchronously in the sync worker; the result carries the sync operation id.
-        """
+        """Book an appointment locally and queue its delivery to the CRM (contact, event, note, task);
+        returns at once. Booking it again after a cancel makes a new booking."""
         if not email and not phone:
             raise ToolError("Give the contact's email or phone (or both): the CRM matches contacts by them.")
         tz = _zone(timezone)
@@ -167,6 +231,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                 "(its calendar_id option). Call find_free_slots to choose one."
             )
         start = _aware(start_time, tz)
+        check_start(start, rt.clock(), tz, allow_past=allow_past)
         end = start + timedelta(minutes=duration_minutes)
         args = {
             "connection": conn.name,
@@ -182,13 +247,12 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             "notes": notes,
         }
         key = idempotency_key or derive_key("appointment.create", args)
-        appointment_id = str(uuid.uuid5(_NS, f"{conn.name}:{key}"))
 
         from crm_mcp.state.models import Appointment
 
         now = rt.clock()
         appt = Appointment(
-            id=appointment_id,
+            id=str(uuid.uuid5(_NS, f"{conn.name}:{key}")),
             connection=conn.name,
             contact_first_name=first_name,
             contact_last_name=last_name,
@@ -206,6 +270,9 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             updated_at=now,
             version=1,
         )
+        # the same request after its booking was cancelled is a new booking (see live_key)
+        key, replaces = await live_key(rt, key, _request(create_command(appt).payload()))
+        appt.id = appointment_id = str(uuid.uuid5(_NS, f"{conn.name}:{key}"))
         saved: list[Appointment] = [appt]
 
         async def write_local(session: Any, created: bool) -> None:
@@ -223,11 +290,12 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         )
         appt = saved[0]
         record = to_record(appt)
-        msg = (
-            "Booked locally; delivery to the CRM is queued."
-            if created
-            else "This idempotency key was used before; returning the saved booking."
-        )
+        if not created:
+            msg = "This idempotency key was used before; returning the saved booking."
+        elif replaces:
+            msg = f"Booked anew (the same booking, {replaces}, was cancelled); delivery is queued."
+        else:
+            msg = "Booked locally; delivery to the CRM is queued."
         return AppointmentResult(
             appointment=record,
             sync_operation_id=op.id,
@@ -245,37 +313,42 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         open_world=True,
     )
     async def update_appointment_status(
+        confirmation: Annotated[ElicitationResult[Confirmation], Resolve(_ask_to_cancel)],
         appointment_id: Annotated[
-            str, Field(max_length=64, description="Local appointment id from create_appointment.")
+            str,
+            Field(max_length=64, description="Local id (create_appointment, list_appointments) or CRM id."),
         ],
         action: Annotated[
             Literal["confirm", "cancel", "complete", "update"],
             Field(
-                description="confirm; cancel (adds a follow-up task); complete (satisfaction task, "
-                "customer tag); update (reschedule or edit title/notes)."
+                description="cancel adds a follow-up task; complete, a satisfaction task; update "
+                "reschedules (start_time, duration_minutes) or edits title/notes."
             ),
         ],
         reason: Annotated[
-            str | None, Field(max_length=1000, description="Why (kept in the CRM task/note).")
+            str | None, Field(max_length=1000, description="Kept in the CRM task or note.")
         ] = None,
-        start_time: Annotated[SaneDateTime | None, Field(description="New start for action=update.")] = None,
+        start_time: Annotated[SaneDateTime | None, Field(description="New start (action=update).")] = None,
         duration_minutes: Annotated[int | None, Field(ge=5, le=480)] = None,
         title: Annotated[str | None, Field(max_length=200)] = None,
         notes: Annotated[str | None, Field(max_length=4000)] = None,
         idempotency_key: IdempotencyArg = None,
+        confirm: ConfirmArg = False,
     ) -> AppointmentResult:
-        """Change an appointment's status locally and queue the matching CRM changes."""
-        from crm_mcp.state.models import Appointment
+        """Confirm, cancel or complete an appointment, or reschedule it (action=update moves its start or
+        length, or edits title/notes); the CRM changes are queued. cancel asks the user first."""
+        confirmed(confirmation, "update_appointment_status", f"cancel appointment {appointment_id}")
+        from crm_mcp.state import refs  # lazy: SQLAlchemy stays off start-up
         from crm_mcp.sync.commands import queue
 
         db = await rt.database()
         now = rt.clock()
         async with db.begin_write() as session:
-            appt = await session.get(Appointment, appointment_id)
-            if appt is None:
-                raise ToolError(
-                    f"No appointment with id {appointment_id!r}. Use the id returned by create_appointment."
-                )
+            named = await refs.appointments_named(session, appointment_id)
+            appt = _one_appointment(
+                appointment_id, [a for a in named if current_principal().may_use(a.connection)]
+            )
+            appointment_id = appt.id
             args = {
                 "appointment_id": appointment_id,
                 "action": action,
@@ -320,13 +393,39 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         )
 
 
+def _ask_to_cancel(
+    ctx: Context, appointment_id: str, action: str, confirm: bool
+) -> Elicit[Confirmation] | Verdict:
+    """Cancelling asks the user (elicitation), or needs confirm=true from a client that cannot ask."""
+    question = f"Cancel appointment {appointment_id}? The CRM is told too." if action == "cancel" else None
+    return ask(ctx, confirm, question)
+
+
+def _one_appointment(given: str, found: list[Appointment]) -> Appointment:
+    """The one appointment an id names.
+
+    Raises:
+        ToolError: none, or (a CRM id held by several connections) more than one.
+    """
+    if not found:
+        raise ToolError(
+            f"No appointment has the local or CRM id {given!r}; call list_appointments "
+            "(e.g. with the contact's email) to find its id."
+        )
+    if len(found) > 1:
+        raise ToolError(
+            f"CRM id {given!r} is on {len(found)} connections; pass the local id from list_appointments."
+        )
+    return found[0]
+
+
 async def _op_for_key(session: Any, key: str) -> Any:
     from sqlalchemy import select
 
     from crm_mcp.state.models import SyncOperation
 
     return (
-        await session.execute(select(SyncOperation).where(SyncOperation.idempotency_key == key))
+        await session.execute(select(SyncOperation).where(SyncOperation.idempotency_key == scoped_key(key)))
     ).scalar_one_or_none()
 
 

@@ -39,20 +39,18 @@ SaneDate = Annotated[date, AfterValidator(_sane_date)]
 
 ConnectionArg = Annotated[
     str | None,
-    Field(
-        min_length=1,
-        max_length=128,
-        description="Connection name; defaults to the only connection that can do this.",
-        examples=["sales-crm"],
-    ),
+    # said once, in the server's instructions: omitted (or empty), the only connection able to
+    Field(max_length=128),
 ]
+# The example is an obvious placeholder: a realistic key would be copied, and a copied key
+# replays someone else's result instead of doing the new write.
+KEY_PLACEHOLDER = "<unique-key-per-request>"
 IdempotencyArg = Annotated[
     str | None,
     Field(
-        description="Any unique string; repeating a call with the same key returns the saved result. "
-        "Derived from the arguments when omitted.",
+        description="Same key, same saved result.",
         max_length=200,
-        examples=["booking-2026-11-24-jane"],
+        examples=[KEY_PLACEHOLDER],
     ),
 ]
 OffsetArg = Annotated[int, Field(ge=0, le=MAX_OFFSET, description="From next_offset of the previous page.")]

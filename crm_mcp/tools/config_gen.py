@@ -40,9 +40,7 @@ NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 NameArg = Annotated[
     str | None,
-    Field(
-        max_length=64, description="Connection name (default: the provider's name).", examples=["clinic-east"]
-    ),
+    Field(max_length=64, description="Connection name (default: the provider's name)."),
 ]
 OptionValue = (
     Annotated[str, Field(max_length=300)] | Annotated[int, Field(ge=-MAX_SAFE_INT, le=MAX_SAFE_INT)] | bool
@@ -51,9 +49,8 @@ OptionsArg = Annotated[
     dict[Annotated[str, Field(max_length=64)], OptionValue] | None,
     Field(
         max_length=20,
-        description="Non-secret connection options (account, calendar or portal id, base_url...). "
-        "Never a token or secret: set those yourself where next_steps says.",
-        examples=[{"location_id": "ve9EPM428h8vShlRW1KT"}, {"portal_id": "20385638"}],
+        description="Non-secret options (location, calendar or portal id, base_url...); never a secret.",
+        examples=[{"location_id": "<location-id>"}],
     ),
 ]
 ToolsArg = Annotated[
@@ -61,7 +58,6 @@ ToolsArg = Annotated[
     Field(
         max_length=30,
         description="Tools you will use (default: all); decides the scopes.",
-        examples=[["create_appointment", "search_contacts"]],
     ),
 ]
 FormatArg = Annotated[Literal["env", "toml"], Field(description=".env lines or a crm-mcp.toml table.")]
@@ -70,21 +66,17 @@ UrlArg = Annotated[
     Field(
         max_length=300,
         description="Public https URL of this server, for the webhook URL.",
-        examples=["https://crm.example.com"],
     ),
 ]
 VerifyArg = Annotated[
     bool,
-    Field(
-        description="Check the connection named `name` as configured on this server "
-        "(credentials, calendars, fields); never credentials from this call."
-    ),
+    Field(description="Check the connection `name` as configured on this server."),
 ]
 
 
 class ScopeNeed(BaseModel):
     scope: str
-    needed_by: list[str] = Field(description="Wanted tools that need this scope.")
+    needed_by: list[str]
 
 
 class ConfigResult(BaseModel):
@@ -94,12 +86,10 @@ class ConfigResult(BaseModel):
     config_text: str = Field(description="Paste into .env or crm-mcp.toml; secrets are <placeholders>.")
     scopes: list[ScopeNeed]
     scope_string: str = Field(description="Space-separated scopes to grant the token or app.")
-    webhook_url: str | None = Field(
-        None, description="Register this URL with the CRM (needs public_base_url)."
-    )
+    webhook_url: str | None = Field(None, description="Register it with the CRM (needs public_base_url).")
     webhook_events: list[str]
     limits: str
-    verified: bool | None = Field(None, description="None: not verified (verify=false).")
+    verified: bool | None = None
     checks: list[Check] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     next_steps: list[str] = Field(default_factory=list)
@@ -325,9 +315,7 @@ def with_provider_choices(fn: Callable[..., Any], names: list[str], default: str
     """Publish `provider` as a Literal of the registered names (known only at registration)."""
     sig = inspect.signature(fn, eval_str=True)
     choice: Any = cast(Any, Literal)[tuple(names)] if names else str
-    described = f"CRM provider: {', '.join(names)}." + (
-        "" if default else " Required: no single configured connection to default to."
-    )
+    described = "CRM provider." if default else "Required: no single connection to default to."
     param = sig.parameters["provider"].replace(
         annotation=Annotated[choice, Field(description=described)],
         default=default if default else inspect.Parameter.empty,
@@ -349,9 +337,8 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         public_base_url: UrlArg = None,
         verify: VerifyArg = False,
     ) -> ConfigResult:
-        """A validated connection config for a CRM: .env/TOML text (secrets as placeholders), the scopes
-        the wanted tools need, webhook URL and events, limits, and where to put the secret. verify=true
-        checks the connection as configured on this server and says what to fix."""
+        """A validated connection config for a CRM (.env or TOML, secrets as placeholders) with its
+        scopes, webhook URL and limits; verify=true checks the connection as configured here."""
         return await generate(
             rt, get_provider(provider), name, options, tools_wanted, format, public_base_url, verify
         )
@@ -359,7 +346,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     with_provider_choices(generate_connector_config, names, default_provider(rt, names))
     crm_tool(
         server,
-        title="Generate and verify a CRM connection config",
+        title="Generate a connection config",
         read_only=True,
         destructive=False,
         idempotent=True,

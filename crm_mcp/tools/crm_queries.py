@@ -53,7 +53,6 @@ ContactIdArg = Annotated[
         description="CRM contact id (from search_contacts).",
         pattern=ID_PATTERN,
         max_length=64,
-        examples=["ve9EPM428h8vShlRW1KT"],
     ),
 ]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
@@ -71,7 +70,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     async def search_contacts(
         query: Annotated[
             str | None,
-            Field(max_length=75, description="Free text: name, email, phone, company.", examples=["jane"]),
+            Field(max_length=75, description="Free text: name, email, phone, company."),
         ] = None,
         email: Annotated[
             str | None,
@@ -93,15 +92,13 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         ] = None,
         tag: Annotated[
             str | None,
-            Field(max_length=64, description="Only contacts with this tag.", examples=["qualified"]),
+            Field(max_length=64, description="Only contacts with this tag."),
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=50, description="Page size.")] = 20,
-        cursor: Annotated[
-            str | None, Field(max_length=200, description="next_cursor of the previous page.")
-        ] = None,
+        limit: Annotated[int, Field(ge=1, le=50)] = 20,
+        cursor: Annotated[str | None, Field(max_length=200, description="From next_cursor.")] = None,
         connection: ConnectionArg = None,
     ) -> ContactList:
-        """Find contacts by free text, exact email or phone, or tag. Compact rows, paged by next_cursor."""
+        """Find CRM contacts by free text, exact email or phone, or tag; compact rows paged by next_cursor."""
         connector = rt.connector(connection, Contacts)
         page_cursor, skip = decode_cursor(cursor)
         digits = "".join(ch for ch in phone or "" if ch.isdigit())
@@ -142,7 +139,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
 
     @crm_tool(
         server,
-        title="Get one CRM contact with notes, tasks and appointments",
+        title="Get a CRM contact",
         read_only=True,
         destructive=False,
         idempotent=True,
@@ -152,14 +149,12 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         contact_id: ContactIdArg,
         include: Annotated[
             list[Literal["notes", "tasks", "appointments"]],
-            Field(max_length=3, description="Related records to include (each bounded by `limit_each`)."),
+            Field(max_length=3, description="Related records to add."),
         ] = ["notes", "tasks", "appointments"],  # noqa: B006 - pydantic copies defaults
-        limit_each: Annotated[
-            int, Field(ge=1, le=20, description="Most notes/tasks/appointments each.")
-        ] = 10,
+        limit_each: Annotated[int, Field(ge=1, le=20, description="Most of each.")] = 10,
         connection: ConnectionArg = None,
     ) -> ContactDetail:
-        """One contact: details, custom fields with labels, and its newest notes, tasks and appointments."""
+        """One CRM contact: details, custom fields, and its newest notes, tasks and appointments."""
         connector = rt.connector(connection, Contacts)
         contact = await connector.get_contact(contact_id)
         labels = (
@@ -186,55 +181,40 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                 key=lambda a: a.start_time,
                 reverse=True,
             )
-            detail.appointments = [appointment_item(a) for a in appts[:limit_each]]
+            detail.appointments = [appointment_item(a, contact.timezone) for a in appts[:limit_each]]
             detail.appointments_total = len(appts)
+        detail.local_lead_id, detail.local_appointment_ids = await _local_ids(
+            rt, connector.connection, contact_id, contact.email
+        )
         return detail
 
     @crm_tool(
         server,
-        title="Create or update a CRM contact (queued)",
+        title="Create or update a CRM contact",
         read_only=False,
         destructive=False,
         idempotent=True,
         open_world=True,
     )
     async def upsert_contact(
-        first_name: Annotated[str, Field(min_length=1, max_length=100, examples=["Jane"])],
-        last_name: Annotated[str | None, Field(max_length=100, examples=["Doe"])] = None,
+        first_name: Annotated[str, Field(min_length=1, max_length=100)],
+        last_name: Annotated[str | None, Field(max_length=100)] = None,
         email: Annotated[
             str | None,
-            Field(
-                max_length=254,
-                pattern=EMAIL_PATTERN,
-                description="Email (email or phone required; the CRM matches on them).",
-                examples=["jane@example.com"],
-            ),
+            Field(max_length=254, pattern=EMAIL_PATTERN, description="Email or phone is required."),
         ] = None,
-        phone: Annotated[
-            str | None, Field(pattern=PHONE_PATTERN, max_length=32, examples=["+15551234567"])
-        ] = None,
+        phone: Annotated[str | None, Field(pattern=PHONE_PATTERN, max_length=32)] = None,
         company_name: Annotated[str | None, Field(max_length=200)] = None,
-        source: Annotated[str | None, Field(max_length=100, examples=["website"])] = None,
-        tags: Annotated[
-            list[Tag],
-            Field(
-                max_length=20,
-                description="Tags to add (existing tags are kept).",
-                examples=[["lead", "spring-campaign"]],
-            ),
-        ] = [],  # noqa: B006
+        source: Annotated[str | None, Field(max_length=100)] = None,
+        tags: Annotated[list[Tag], Field(max_length=20, description="Added; existing tags stay.")] = [],  # noqa: B006
         custom_fields: Annotated[
             dict[Annotated[str, Field(min_length=1, max_length=100)], FieldValue],
-            Field(
-                max_length=30,
-                description="Custom field values by key (e.g. contact.budget or budget) or id.",
-                examples=[{"contact.budget": 2500}],
-            ),
+            Field(max_length=30, description="By field key or id.", examples=[{"budget": 2500}]),
         ] = {},  # noqa: B006
         connection: ConnectionArg = None,
         idempotency_key: IdempotencyArg = None,
     ) -> WriteResult:
-        """Create the contact or update the one with the same email/phone; delivered by the sync worker."""
+        """Create a CRM contact or update the one with the same email/phone; queued for the sync worker."""
         if not email and not phone:
             raise ToolError("Give email or phone (or both): the CRM matches existing contacts by them.")
         conn = rt.connection(connection, "contacts")
@@ -284,7 +264,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
 
     @crm_tool(
         server,
-        title="Add a note to a CRM contact (queued)",
+        title="Add a note to a CRM contact",
         read_only=False,
         destructive=False,
         idempotent=True,
@@ -292,13 +272,11 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     )
     async def add_contact_note(
         contact_id: ContactIdArg,
-        body: Annotated[
-            str, Field(min_length=1, max_length=5000, description="Note text (at most 5000 chars).")
-        ],
+        body: Annotated[str, Field(min_length=1, max_length=5000)],
         connection: ConnectionArg = None,
         idempotency_key: IdempotencyArg = None,
     ) -> WriteResult:
-        """Queue a note on a contact. The worker adds it once, even if delivery is retried."""
+        """Queue a note on a CRM contact; the worker adds it once, even if delivery is retried."""
         if not body.strip():
             raise ToolError("body is blank; write the note text.")
         connector = rt.connector(connection, Notes)
@@ -328,14 +306,10 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         open_world=True,
     )
     async def find_free_slots(
-        start_date: Annotated[
-            SaneDate, Field(description="First day (YYYY-MM-DD).", examples=["2026-12-01"])
-        ],
+        start_date: Annotated[SaneDate, Field(description="First day.")],
         end_date: Annotated[
             SaneDate,
-            Field(
-                description="Last day, inclusive; at most 31 days from start_date.", examples=["2026-12-07"]
-            ),
+            Field(description="Last day, inclusive; at most 31 days from start_date."),
         ],
         timezone: Annotated[
             str,
@@ -348,10 +322,10 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             Field(
                 pattern=ID_PATTERN,
                 max_length=64,
-                description="Calendar id; defaults to the connection's calendar.",
+                description="Default: the connection's calendar.",
             ),
         ] = None,
-        max_per_day: Annotated[int, Field(ge=1, le=48, description="Most slots listed per day.")] = 12,
+        max_per_day: Annotated[int, Field(ge=1, le=48)] = 12,
         connection: ConnectionArg = None,
     ) -> FreeSlots:
         """Open booking slots grouped by day, in `timezone`. Pass a slot to create_appointment."""
@@ -393,6 +367,17 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             total_slots=total,
             truncated=any(d.more for d in out),
         )
+
+
+async def _local_ids(
+    rt: Runtime, connection: str, contact_id: str, email: str | None
+) -> tuple[str | None, list[str]]:
+    """(local lead id, local appointment ids) crm-mcp holds for a CRM contact."""
+    from crm_mcp.state.finder import local_ids_for_contact  # lazy: SQLAlchemy stays off start-up
+
+    db = await rt.database()
+    async with db.sessions() as session:
+        return await local_ids_for_contact(session, connection, contact_id, email)
 
 
 async def _resolve_fields(rt: Runtime, connection: str, values: dict[str, Any]) -> dict[str, Any]:

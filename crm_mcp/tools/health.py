@@ -3,195 +3,68 @@
 Measured, not remembered: a cheap authenticated call (connector.ping) gives credential validity
 and latency; the connector's own limiter/breaker snapshot gives quota and breaker state; the
 outbox and inbox tables give backlog, dead letters, success rates and webhook freshness for that
-connection. The verdict is a pure function of those numbers and `settings.health` thresholds.
+connection. The verdict is a pure function of those numbers and `settings.health` thresholds
+(`crm_mcp.views.judge`: the dashboard and sync://status judge each connection with it too).
 """
 
 from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from crm_mcp.connectors.registry import get_provider
+from crm_mcp.errors import CRMError
 from crm_mcp.tools._base import crm_tool
+from crm_mcp.views import ConnectionHealth, Verdict, Window, connection_numbers, judge, quota
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
     from crm_mcp.runtime import Runtime
-    from crm_mcp.settings import HealthThresholdSettings
 
-Verdict = Literal["healthy", "degraded", "unhealthy"]
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
-
-
-class ConnectionHealth(BaseModel):
-    connection: str
-    provider: str
-    capabilities: list[str] = Field(
-        default_factory=list, description="What its CRM can do (contacts, appointments, calendars, ...)."
-    )
-    verdict: Verdict
-    credentials_valid: bool | None = Field(description="None when the check could not reach the CRM.")
-    latency_ms: float | None = Field(None, description="Round trip of the authenticated check call.")
-    check_error: str | None = Field(None, description="Why the check call failed (redacted).")
-    burst_remaining: int | None = None
-    burst_limit: int | None = None
-    daily_remaining: int | None = None
-    daily_limit: int | None = None
-    breaker_state: str | None = Field(None, description="closed, open or half_open.")
-    pending: int = 0
-    in_flight: int = 0
-    oldest_pending_age_s: float | None = None
-    dead_letters: int = 0
-    success_rate_1h: float | None = None
-    attempts_1h: int = 0
-    success_rate_24h: float | None = None
-    attempts_24h: int = 0
-    last_webhook_at: datetime | None = None
-    reasons: list[str] = Field(default_factory=list)
-    recommendations: list[str] = Field(default_factory=list)
 
 
 class HealthReport(BaseModel):
     checked_at: datetime
-    verdict: Verdict = Field(description="The worst verdict of the connections checked.")
+    verdict: Verdict = Field(description="The worst of the connections'.")
     connections: list[ConnectionHealth]
     live_workers: int
     thresholds: dict[str, float]
+    call_pipeline: list[dict[str, Any]] = Field(
+        default_factory=list, description="Call-log pulls: last run, checkpoint, lag, calls by state."
+    )
+    reasons: list[str] = Field(default_factory=list, description="Set when no connection is configured.")
+    recommendations: list[str] = Field(default_factory=list)
 
 
 async def outbox_numbers(rt: Runtime, name: str) -> dict[str, Any]:
+    """The connection's backlog, dead letters, webhooks and delivery over 1 h, 24 h and the
+    health window (`crm_mcp.views.connection_numbers`, as sync://status uses), and live workers."""
     from sqlalchemy import func, select
 
-    from crm_mcp.state.models import DeadLetter, InboxEvent, SyncLog, SyncOperation, WorkerHeartbeat
+    from crm_mcp.state.models import WorkerHeartbeat
 
-    now = rt.clock()
+    windows = {"1h": 3600.0, "24h": 86400.0, "window": rt.settings.health_window_seconds}
+    out = (await connection_numbers(rt, [name], windows=windows))[name]
     db = await rt.database()
-    out: dict[str, Any] = {}
     async with db.sessions() as s:
-        ops = SyncOperation.connection == name
-        counts = dict(
-            (
-                await s.execute(
-                    select(SyncOperation.status, func.count()).where(ops).group_by(SyncOperation.status)
-                )
-            ).all()
-        )
-        out["pending"], out["in_flight"] = counts.get("pending", 0), counts.get("in_flight", 0)
-        oldest = (
-            await s.execute(
-                select(func.min(SyncOperation.created_at)).where(ops, SyncOperation.status == "pending")
-            )
-        ).scalar()
-        out["oldest_pending_age_s"] = round((now - oldest).total_seconds(), 1) if oldest else None
-        out["dead_letters"] = (
-            await s.execute(
-                select(func.count())
-                .select_from(DeadLetter)
-                .where(DeadLetter.connection == name, DeadLetter.retried_at.is_(None))
-            )
-        ).scalar_one()
-        for label, window in (("1h", timedelta(hours=1)), ("24h", timedelta(hours=24))):
-            rows = dict(
-                (
-                    await s.execute(
-                        select(SyncLog.outcome, func.count())
-                        .where(SyncLog.connection == name, SyncLog.finished_at >= now - window)
-                        .group_by(SyncLog.outcome)
-                    )
-                ).all()
-            )
-            ok, bad = rows.get("success", 0), rows.get("retry", 0) + rows.get("dead", 0)
-            out[f"attempts_{label}"] = ok + bad
-            out[f"success_rate_{label}"] = round(ok / (ok + bad), 3) if ok + bad else None
-        out["last_webhook_at"] = (
-            await s.execute(select(func.max(InboxEvent.received_at)).where(InboxEvent.connection == name))
-        ).scalar()
         out["live_workers"] = (
             await s.execute(
                 select(func.count())
                 .select_from(WorkerHeartbeat)
-                .where(WorkerHeartbeat.seen_at >= now - timedelta(seconds=30))
+                .where(WorkerHeartbeat.seen_at >= rt.clock() - timedelta(seconds=30))
             )
         ).scalar_one()
     return out
 
 
-def quota(snapshot: dict[str, Any]) -> dict[str, Any]:
-    lim = snapshot.get("limiter") or {}
-    burst = lim.get("server_remaining")
-    if burst is None and lim.get("limit") is not None:
-        burst = max(0, int(lim["limit"]) - int(lim.get("in_window") or 0))
-    return {
-        "burst_remaining": burst,
-        "burst_limit": lim.get("limit"),
-        "daily_remaining": lim.get("daily_remaining"),
-        "daily_limit": lim.get("daily_limit"),
-        "breaker_state": (snapshot.get("breaker") or {}).get("state"),
-    }
-
-
-def judge(h: ConnectionHealth, t: HealthThresholdSettings, live_workers: int) -> ConnectionHealth:
-    """Pure: fill verdict, reasons and recommendations from the measured numbers."""
-    bad: list[str] = []  # unhealthy reasons
-    meh: list[str] = []  # degraded reasons
-    todo: list[str] = []
-    if h.credentials_valid is False:
-        bad.append(f"The CRM refused the credentials ({h.check_error}).")
-        todo.append(
-            f"Reconnect {h.connection}: create a new token (generate_connector_config lists the scopes) "
-            "and put it in the connection's token setting (its CRM_MCP_<PROVIDER>_TOKEN variable, or "
-            "crm-mcp.toml), then restart."
-        )
-    elif h.check_error:
-        (meh if "RateLimited" in h.check_error else bad).append(f"The check call failed: {h.check_error}")
-        todo.append("Check the CRM's status page and network; the worker keeps retrying queued writes.")
-    if h.latency_ms is not None and h.latency_ms > t.max_latency_s * 1000:
-        meh.append(f"The CRM answered in {h.latency_ms:.0f} ms (limit {t.max_latency_s:g} s).")
-    if h.breaker_state == "open":
-        bad.append("The circuit breaker is open: calls are paused after repeated failures.")
-    elif h.breaker_state == "half_open":
-        meh.append("The circuit breaker is probing the CRM after failures.")
-    if h.burst_remaining == 0:
-        meh.append("The burst quota (100 per 10 s) is used up; calls wait for the window.")
-    if h.daily_remaining is not None and h.daily_limit and h.daily_remaining < 0.05 * h.daily_limit:
-        meh.append(f"Only {h.daily_remaining} of {h.daily_limit} daily requests remain.")
-        todo.append("Reduce polling (validate_sync sample, search limits) until the daily quota resets.")
-    for label, rate, n in (
-        ("hour", h.success_rate_1h, h.attempts_1h),
-        ("day", h.success_rate_24h, h.attempts_24h),
-    ):
-        if rate is not None and rate < t.min_success_rate:
-            meh.append(
-                f"Sync success rate over the last {label} is {rate:.0%} of {n} attempts "
-                f"(below {t.min_success_rate:.0%})."
-            )
-    if h.dead_letters > t.max_dead_letters:
-        bad.append(f"{h.dead_letters} dead operations (more than {t.max_dead_letters}).")
-    elif h.dead_letters:
-        meh.append(f"{h.dead_letters} operation(s) failed for good.")
-    if h.dead_letters:
-        todo.append("Call list_dead_letters to see why, fix the cause, then retry_failed_sync.")
-    if h.oldest_pending_age_s is not None and h.oldest_pending_age_s > t.max_oldest_pending_s:
-        meh.append(f"The oldest queued write has waited {h.oldest_pending_age_s:.0f} s.")
-    if (h.pending or h.in_flight) and not live_workers:
-        meh.append(f"{h.pending + h.in_flight} write(s) queued but no sync worker is alive.")
-        todo.append("Start a worker: `crm-mcp worker`, or run `crm-mcp serve` without --no-worker.")
-    if h.last_webhook_at is None:
-        todo.append(
-            "No webhook received yet: register the webhook (generate_connector_config gives the URL) "
-            "so CRM-side changes reach the local records."
-        )
-    h.verdict = "unhealthy" if bad else "degraded" if meh else "healthy"
-    h.reasons, h.recommendations = bad + meh, list(dict.fromkeys(todo))
-    return h
-
-
 async def check_one(rt: Runtime, name: str, provider: str) -> tuple[ConnectionHealth, int]:
-    from crm_mcp.errors import AuthError, CRMError
+    """Check the connection now (the preflight, whose result is stored for the write tools too)."""
+    from crm_mcp.preflight import run_preflight
 
     declared = get_provider(provider)
     h = ConnectionHealth(
@@ -201,26 +74,56 @@ async def check_one(rt: Runtime, name: str, provider: str) -> tuple[ConnectionHe
         verdict="healthy",
         credentials_valid=None,
     )
-    try:
-        if declared.connector is not None:  # webhook-only connections have no CRM API to check
-            connector = rt.connector(name)
-            started = time.perf_counter()
-            await connector.ping()
-            h.latency_ms = round((time.perf_counter() - started) * 1000, 1)
-            h.credentials_valid = True
-    except AuthError as exc:
-        h.credentials_valid, h.check_error = False, f"{type(exc).__name__}: {exc}"
-    except CRMError as exc:
-        h.check_error = f"{type(exc).__name__}: {exc}"
+    started = time.perf_counter()
+    [check] = await run_preflight(rt, [name])
+    token = next((c for c in check.checks if c.name == "token"), None)
+    h.credentials_valid = token.ok if token is not None else None
+    failed = check.failure
+    h.check_error = failed.detail if failed is not None else None
+    if h.credentials_valid and failed is None:
+        h.latency_ms = round((time.perf_counter() - started) * 1000, 1)
     snap = getattr(rt.cached_connectors().get(name), "snapshot", None)
     if callable(snap):
         for key, value in quota(snap()).items():
             setattr(h, key, value)
     numbers = await outbox_numbers(rt, name)
     live = numbers.pop("live_workers")
+    window = Window(
+        rt.settings.health_window_seconds, numbers.pop("success_rate_window"), numbers.pop("attempts_window")
+    )
     for key, value in numbers.items():
         setattr(h, key, value)
-    return judge(h, rt.settings.health, live), live
+    return judge(h, rt.settings.health, live, window=window, preflight=check), live
+
+
+async def pipeline_health(
+    rt: Runtime, results: list[ConnectionHealth]
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """The call-log pipeline's state, with the token state of both of its sides, and what is wrong
+    with it: a failed last pull, or a pull that fell behind (three intervals without one)."""
+    from crm_mcp.sync.call_pull import endpoints, pipeline_status
+
+    try:
+        source, target = endpoints(rt)
+    except CRMError:
+        return [], [], []
+    tokens = {r.connection: r.credentials_valid for r in results}
+    behind = 3 * max(rt.settings.calls_interval, 60.0)
+    pipeline, reasons, todo = [], [], []
+    for row in await pipeline_status(rt) or [{"source": source, "last_run_at": None, "lag_seconds": None}]:
+        row = {
+            **row,
+            "target": target,
+            "tokens_valid": {source: tokens.get(source), target: tokens.get(target)},
+        }
+        pipeline.append(row)
+        if row.get("last_error"):
+            reasons.append(f"The last call-log pull from {row['source']} failed: {row['last_error']}")
+            todo.append(f"Fix the {row['source']} connection (see its checks above); the next pull retries.")
+        elif row.get("lag_seconds") is not None and row["lag_seconds"] > behind:
+            reasons.append(f"The call-log pull is {row['lag_seconds'] // 60} min behind {row['source']}.")
+            todo.append("Check that a worker runs (`crm-mcp worker`) and CRM_MCP_CALLS_INTERVAL.")
+    return pipeline, reasons, todo
 
 
 def register(server: MCPServer[Any], rt: Runtime) -> None:
@@ -238,27 +141,47 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             Field(max_length=128, description="One connection; default: all.", examples=["sales-crm"]),
         ] = None,
     ) -> HealthReport:
-        """Credentials, latency, quota, breaker, backlog, dead letters, success rates and webhook freshness,
-        measured now, with a healthy/degraded/unhealthy verdict, reasons and what to do."""
+        """Check each connection now (credentials, latency, quota, breaker, backlog, dead letters,
+        webhooks) and give a verdict with reasons and what to do."""
         from crm_mcp.errors import redact
 
         targets = [rt.connection(connection)] if connection else rt.connections()
+        if not targets:
+            from crm_mcp.preflight import no_connection_advice
+
+            reason, advice = no_connection_advice()
+            return HealthReport(
+                checked_at=rt.clock(),
+                verdict="unhealthy",
+                connections=[],
+                live_workers=0,
+                thresholds={"window_seconds": rt.settings.health_window_seconds},
+                reasons=[reason],
+                recommendations=[advice],
+            )
         results, live = [], 0
         for conn in targets:
             h, live = await check_one(rt, conn.name, conn.provider)
             h.check_error = redact(h.check_error) if h.check_error else None
             results.append(h)
         t = rt.settings.health
+        pipeline, reasons, todo = await pipeline_health(rt, results)
         worst = max((r.verdict for r in results), key=_RANK.__getitem__, default="healthy")
+        if reasons and worst == "healthy":
+            worst = "degraded"
         return HealthReport(
             checked_at=rt.clock(),
             verdict=worst,
             connections=results,
             live_workers=live,
+            call_pipeline=pipeline,
+            reasons=reasons,
+            recommendations=todo,
             thresholds={
                 "min_success_rate": t.min_success_rate,
                 "max_dead_letters": t.max_dead_letters,
                 "max_latency_s": t.max_latency_s,
                 "max_oldest_pending_s": t.max_oldest_pending_s,
+                "window_seconds": rt.settings.health_window_seconds,
             },
         )

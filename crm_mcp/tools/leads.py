@@ -42,20 +42,21 @@ _LEAD_COLUMNS = {
 
 
 class QualifyResult(BaseModel):
-    score: int = Field(ge=0, le=100, description="0-100; same facts and rules give the same score.")
+    score: int = Field(ge=0, le=100, description="Same facts and rules, same score.")
     band: Literal["hot", "warm", "cold"]
-    factors: list[Factor] = Field(description="Each factor's points, its maximum and the evidence used.")
+    factors: list[Factor]
     next_actions: list[str]
-    tags: list[str] = Field(description="Tags the rules give this band (written when apply=true).")
+    tags: list[str] = Field(description="For this band (written with apply=true).")
     contact_id: str | None = None
-    lead_name: str | None = Field(None, description="CRM data or argument: the lead's name.")
-    facts: dict[str, Any] = Field(description="The facts scored (as_of pins recency), for reproducing it.")
-    rules_source: str = Field(description="Scoring rules file used (CRM_MCP_SCORING_FILE or built-in).")
-    applied: bool = Field(description="True when score, tags and task were queued for the CRM.")
+    lead_name: str | None = Field(None, description="CRM data.")
+    facts: dict[str, Any] = Field(description="The facts scored.")
+    rules_source: str = Field(description="Which scoring rules: built-in or the operator's.")
+    applied: bool = Field(description="Queued for the CRM.")
     sync_operation_id: str | None = None
     sync_status: str | None = None
     replayed: bool = False
     message: str
+    warning: str | None = None  # the connection's last check failed: what to fix (see INSTRUCTIONS)
 
 
 def _timeline_from_date(value: Any, as_of: datetime) -> str | None:
@@ -128,7 +129,7 @@ async def crm_facts(
 def register(server: MCPServer[Any], rt: Runtime) -> None:
     @crm_tool(
         server,
-        title="Qualify a lead (transparent score)",
+        title="Qualify a lead",
         read_only=False,
         destructive=False,
         idempotent=True,
@@ -137,50 +138,40 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     async def qualify_lead(
         contact_id: Annotated[
             str | None,
-            Field(
-                pattern=ID_PATTERN,
-                max_length=64,
-                description="CRM contact to score; facts are read from the CRM.",
-                examples=["ve9EPM428h8vShlRW1KT"],
-            ),
+            Field(pattern=ID_PATTERN, max_length=64, description="Read facts from this CRM contact."),
         ] = None,
-        first_name: Annotated[str | None, Field(max_length=100, examples=["Jane"])] = None,
+        first_name: Annotated[str | None, Field(max_length=100)] = None,
         last_name: Annotated[str | None, Field(max_length=100)] = None,
-        email: Annotated[
-            str | None, Field(max_length=254, pattern=EMAIL_PATTERN, examples=["jane@example.com"])
-        ] = None,
-        phone: Annotated[
-            str | None, Field(pattern=PHONE_PATTERN, max_length=32, examples=["+15551234567"])
-        ] = None,
+        email: Annotated[str | None, Field(max_length=254, pattern=EMAIL_PATTERN)] = None,
+        phone: Annotated[str | None, Field(pattern=PHONE_PATTERN, max_length=32)] = None,
         company_name: Short = None,
         budget: Annotated[
             str | None,
-            Field(max_length=100, description="Stated budget, free text.", examples=["$2,500/month"]),
+            Field(max_length=100, description="Stated budget, free text."),
         ] = None,
         timeline: Annotated[
             str | None,
-            Field(max_length=100, description="When they want to buy/move.", examples=["within 2 weeks"]),
+            Field(max_length=100, description="When they want to buy or move."),
         ] = None,
-        source: Annotated[str | None, Field(max_length=100, examples=["referral"])] = None,
+        source: Annotated[str | None, Field(max_length=100)] = None,
         notes: Annotated[
             str | None,
-            Field(max_length=5000, description="What the lead said (counts as one engagement note)."),
+            Field(max_length=5000, description="What the lead said."),
         ] = None,
         replies: Annotated[int, Field(ge=0, le=1000, description="Replies/messages from the lead.")] = 0,
         booked_appointments: Annotated[int, Field(ge=0, le=100, description="Upcoming bookings.")] = 0,
         last_activity: Annotated[
-            SaneDateTime | None, Field(description="Last contact with the lead (ISO 8601).")
+            SaneDateTime | None, Field(description="Last contact with the lead.")
         ] = None,
         apply: Annotated[
-            bool, Field(description="Queue the score (custom field), tags and follow-up task to the CRM.")
+            bool, Field(description="Queue score, tags and a follow-up task to the CRM.")
         ] = False,
         connection: ConnectionArg = None,
         idempotency_key: IdempotencyArg = None,
     ) -> QualifyResult:
-        """Score a lead 0-100 (hot/warm/cold) with each factor's contribution and evidence, plus next steps.
+        """Score a lead 0-100 (hot/warm/cold) with each factor's points, evidence and next steps.
 
-        Give contact_id to read facts from the CRM, or the lead's fields inline (or both: arguments win).
-        Rules: crm_mcp/lead_scoring.toml, overridden by the file in CRM_MCP_SCORING_FILE.
+        Facts come from contact_id's CRM record and/or the fields given here (these win).
         """
         rules: ScoringRules = load_rules()
         as_of = rt.clock()
@@ -309,7 +300,10 @@ async def _apply(
 
 def register_prompts(server: MCPServer[Any]) -> None:
     @server.prompt(name="qualify_new_leads", title="Qualify new leads")
-    def qualify_new_leads(since: str = "today", limit: str = "20") -> str:
+    def qualify_new_leads(
+        since: Annotated[str, Field(description="Which new leads, in words: today, this week...")] = "today",
+        limit: Annotated[str, Field(description="Most leads to score.")] = "20",
+    ) -> str:
         """Score the newest leads and tell sales whom to call first."""
         return (
             f"Qualify the leads added {since} (at most {limit}).\n"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -22,7 +24,12 @@ def register(server: MCPServer[Any]) -> None:
         )
 
     @server.prompt(name="book_appointment", title="Book an appointment")
-    def book_appointment(contact: str, when: str) -> str:
+    def book_appointment(
+        contact: Annotated[str, Field(description="Who: name plus email or phone.")],
+        when: Annotated[
+            str, Field(description="Start time with its time zone, e.g. 2030-01-15 15:00 New York.")
+        ],
+    ) -> str:
         """Book an appointment for a contact at a time, checking the calendar first."""
         return (
             f"Book an appointment for {contact} at {when}.\n"

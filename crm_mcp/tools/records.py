@@ -59,19 +59,19 @@ ConnectionName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class MappedField(BaseModel):
-    source: str = Field(description="Custom field key in the source.")
-    target: str = Field(description="Custom field key in the target.")
+    source: str
+    target: str
     confidence: float = Field(ge=0, le=1)
 
 
 class RecordChange(BaseModel):
-    key: str = Field(description="CRM data: the record's email or phone.")
+    key: str = Field(description="CRM data: email or phone.")
     action: Literal["create", "update"]
-    fields: list[str] = Field(default_factory=list, description="Fields that differ (updates).")
+    fields: list[str] = Field(default_factory=list)
 
 
 class RefusedRecord(BaseModel):
-    key: str = Field(description="CRM data: the record's email or phone.")
+    key: str = Field(description="CRM data: email or phone.")
     error: str
 
 
@@ -80,25 +80,24 @@ class SyncRecordsResult(BaseModel):
     target: str
     object: Literal["contacts"]
     dry_run: bool
-    run_key: str | None = Field(None, description="Idempotency key of the run; pass it again to continue.")
-    complete: bool = Field(description="The whole source was walked (false: call again with run_key).")
-    resumed_from_page: int | None = Field(None, description="Pages already stored by an earlier call.")
-    pages: int = Field(description="Source pages walked by the run so far.")
+    run_key: str | None = Field(None, description="Pass as idempotency_key to continue the run.")
+    complete: bool = Field(description="False: call again with run_key.")
+    resumed_from_page: int | None = None
+    pages: int
     seen: int
     to_create: int
     to_update: int
     unchanged: int
-    skipped: int = Field(description="Records without the match key (or repeated on a page).")
-    operations: list[str] = Field(description=f"The run's page operations (first {OPS_SHOWN}).")
+    skipped: int = Field(description="No match key, or repeated.")
+    operations: list[str] = Field(description=f"First {OPS_SHOWN}.")
     operations_total: int
-    queued_now: int = Field(description="Page operations this call added (0 when all were replayed).")
-    delivery: dict[str, int] = Field(description="The run's operations by status.")
-    refused: list[RefusedRecord] = Field(
-        default_factory=list, description="Records the target refused in delivered pages."
-    )
-    mapping: list[MappedField] = Field(description="Custom fields synced (standard fields are neutral).")
+    queued_now: int = Field(description="Added by this call.")
+    delivery: dict[str, int] = Field(description="Operations by status.")
+    refused: list[RefusedRecord] = Field(default_factory=list, description="Refused by the target.")
+    mapping: list[MappedField] = Field(description="Custom fields synced.")
     changes: list[RecordChange] = Field(default_factory=list, description=f"First {CHANGES_SHOWN} changes.")
     message: str
+    warning: str | None = None  # the connection's last check failed: what to fix (see INSTRUCTIONS)
 
 
 @dataclass(frozen=True)
@@ -349,7 +348,7 @@ def _message(r: SyncRecordsResult) -> str:
 def register(server: MCPServer[Any], rt: Runtime) -> None:
     @crm_tool(
         server,
-        title="Sync contacts from one CRM connection to another",
+        title="Sync contacts between CRMs",
         read_only=False,
         destructive=True,
         idempotent=True,
@@ -357,39 +356,28 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     )
     async def sync_records(
         ctx: Context,
-        source: Annotated[
-            ConnectionName, Field(description="Connection to copy from (it wins).", examples=["sales-crm"])
-        ],
-        target: Annotated[
-            ConnectionName, Field(description="Connection to copy into.", examples=["marketing-crm"])
-        ],
-        object: Annotated[Literal["contacts"], Field(description="What to sync.")] = "contacts",
+        source: Annotated[ConnectionName, Field(description="Connection to copy from (it wins).")],
+        target: Annotated[ConnectionName, Field(description="Connection to copy into.")],
+        object: Annotated[Literal["contacts"], Field()] = "contacts",
         since: Annotated[
             SaneDateTime | None,
-            Field(
-                description="Only source records updated at or after this (ISO 8601).",
-                examples=["2026-01-01T00:00:00Z"],
-            ),
+            Field(description="Only records updated since."),
         ] = None,
         match_on: Annotated[
-            MatchOn, Field(description="Natural key that pairs records: email, or phone (last 10 digits).")
+            MatchOn, Field(description="Pairs records: email, or phone (last 10 digits).")
         ] = "email",
         dry_run: Annotated[bool, Field(description="Report what would change; write nothing.")] = False,
         idempotency_key: IdempotencyArg = None,
         page_size: Annotated[
-            int, Field(ge=1, le=100, description="Source records per page (per operation).")
+            int, Field(ge=1, le=100, description="Records per page (one operation each).")
         ] = 100,
         max_pages: Annotated[
             int | None,
-            Field(
-                ge=1, le=10_000, description="Stop after this many pages; call again with run_key to go on."
-            ),
+            Field(ge=1, le=10_000, description="Stop after this many; call again to go on."),
         ] = None,
     ) -> SyncRecordsResult:
-        """Copy contacts that are missing or changed in `target` from `source` (source wins; nothing is
-        deleted or cleared). Compares email/phone-matched records on the neutral fields and the custom
-        fields the schema analyzer maps with high confidence. Queues one outbox operation per page and
-        returns counts at once; repeat with the same idempotency_key to continue an interrupted run."""
+        """Copy contacts missing or changed in `target` from `source` (source wins, nothing deleted), one
+        queued operation per page; call again with run_key to continue."""
         request = SyncRequest(
             source=source,
             target=target,

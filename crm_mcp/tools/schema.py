@@ -94,7 +94,7 @@ class SchemaReport(BaseModel):
     connection: str
     object: str
     fields: list[SchemaField]
-    field_count: int = Field(description="All fields, including any cut from `fields`.")
+    field_count: int = Field(description="All fields, including any cut.")
     truncated: bool
     compare_to: str | None = None
     mappings: list[FieldMapping] = Field(default_factory=list, description="Best first; review before use.")
@@ -216,7 +216,7 @@ def local_fields(obj: str) -> list[SchemaField]:
 def register(server: MCPServer[Any], rt: Runtime) -> None:
     @crm_tool(
         server,
-        title="Analyze a CRM object's fields and propose a mapping",
+        title="Analyze CRM fields",
         read_only=True,
         destructive=False,
         idempotent=True,
@@ -224,15 +224,12 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     )
     async def analyze_crm_schema(
         connection: ConnectionArg = None,
-        object: Annotated[
-            Literal["contact", "appointment"], Field(description="CRM object to describe.")
-        ] = "contact",
+        object: Annotated[Literal["contact", "appointment"], Field()] = "contact",
         compare_to: Annotated[
             str | None,
             Field(
                 max_length=128,
-                description='Another connection name, or "local" for the local '
-                "Lead/Appointment model: proposes a field mapping with confidence and reasons.",
+                description='Another connection, or "local": proposes a field mapping.',
                 examples=["local"],
             ),
         ] = None,

@@ -6,16 +6,19 @@ these tools serve clients without resource support.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
+from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import Field
 
 from crm_mcp.state.status import SyncStatus
+from crm_mcp.sync.retry import retry_failed
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.args import OffsetArg
+from crm_mcp.tools.confirm import ConfirmArg, Confirmation, Verdict, ask, confirmed, verdict
 from crm_mcp.tools.models import OperationSummary, RetryResult
 from crm_mcp.views import DeadLetterList, current_status, dead_letter_page
 
@@ -55,15 +58,13 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             Field(ge=0, le=60, description="Reuse a snapshot at most this old (0: compute now)."),
         ] = 1.0,
     ) -> SyncStatus:
-        """Totals, success rate, backlog, dead letters, recent failures and a health verdict with reasons.
-
-        Same content as the sync://status resource. `generated_at` says when it was computed.
-        """
+        """Sync totals, success rate, backlog, dead letters, recent failures and a health verdict with
+        reasons (the sync://status resource)."""
         return await current_status(rt, max_age_s=max_age_seconds)
 
     @crm_tool(
         server,
-        title="List failed syncs (dead-letter queue)",
+        title="List failed syncs",
         read_only=True,
         destructive=False,
         idempotent=True,
@@ -73,7 +74,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         connection: Annotated[
             str | None, Field(min_length=1, max_length=128, description="Only this connection.")
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=100, description="Page size.")] = 20,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
         offset: OffsetArg = 0,
     ) -> DeadLetterList:
         """Operations that failed for good, newest first, with why they failed and every attempt's error."""
@@ -91,6 +92,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     )
     async def retry_failed_sync(
         ctx: Context,
+        confirmation: Annotated[ElicitationResult[Confirmation], Resolve(_ask_to_retry)],
         operation_id: Annotated[
             str | None,
             Field(min_length=1, max_length=64, description="A dead operation id or dead-letter entry id."),
@@ -101,40 +103,38 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         ] = None,
         all: Annotated[bool, Field(description="Retry every dead operation.")] = False,
         dry_run: Annotated[bool, Field(description="Only list what would be retried.")] = False,
+        confirm: ConfirmArg = False,
     ) -> RetryResult:
-        """Put dead operations back in the outbox (attempts reset, fresh deadline). Idempotent.
-
-        Fix the cause first (see list_dead_letters); the worker then delivers them again.
-        """
-        from crm_mcp.state.outbox import retry_dead
-
+        """Put dead operations back in the outbox (attempts reset, fresh deadline); fix the cause first
+        (see list_dead_letters). Retrying more than one id asks the user first."""
         if not (operation_id or connection or all):
             raise ToolError("Say what to retry: operation_id, connection, or all=true.")
-        if connection:
-            rt.connection(connection)
-        db = await rt.database()
-        ops = await retry_dead(
-            db,
-            ids=[operation_id] if operation_id else None,
-            connection=connection,
-            all_=all,
-            now=rt.clock(),
-            dry_run=dry_run,
-            deadline=timedelta(seconds=rt.settings.sync_deadline_seconds),
+        unconfirmed = verdict(confirmation) == "unsupported"
+        if not unconfirmed:
+            confirmed(confirmation, "retry_failed_sync", "requeue these dead operations")
+        dry_run = dry_run or unconfirmed  # nobody could be asked: show what would be retried
+        outcome = await retry_failed(
+            rt, operation_id=operation_id, connection=connection, all_=all, dry_run=dry_run
         )
-        if not dry_run and ops:
-            rt.touch()
+        ops, msg = outcome.ops, outcome.message
         summaries = []
         for i, op in enumerate(ops, 1):
             summaries.append(summarize(op))
             await ctx.report_progress(i, len(ops), f"{'checked' if dry_run else 'requeued'} {op.id}")
-        if operation_id and not ops:
+        if unconfirmed and ops:
             msg = (
-                f"{operation_id} is not a dead operation (already pending, delivered or unknown); "
-                "nothing to do."
+                f"Nothing was retried: retrying {len(ops)} operation(s) at once needs the user's "
+                "confirmation, and this client cannot ask. Show the user this list; if they agree, "
+                "call retry_failed_sync again with confirm=true."
             )
-        elif dry_run:
-            msg = f"{len(ops)} dead operation(s) would be retried."
-        else:
-            msg = f"{len(ops)} operation(s) requeued; the worker delivers them now."
         return RetryResult(dry_run=dry_run, requeued=summaries, count=len(ops), message=msg)
+
+
+def _ask_to_retry(
+    ctx: Context, operation_id: str | None, connection: str | None, all: bool, dry_run: bool, confirm: bool
+) -> Elicit[Confirmation] | Verdict:
+    """A bulk retry (no operation_id) asks the user, or needs confirm=true from a client that cannot ask."""
+    if operation_id or dry_run or not (connection or all):
+        return ask(ctx, confirm, None)
+    scope = f"of connection {connection}" if connection else "of every connection"
+    return ask(ctx, confirm, f"Retry every dead sync operation {scope}? Each is sent to its CRM again.")

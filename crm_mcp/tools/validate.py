@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import Field
 
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.appointments import ConnectionArg
 from crm_mcp.tools.args import SaneDateTime
+from crm_mcp.tools.confirm import ConfirmArg, Confirmation, Verdict, ask, confirmed
 from crm_mcp.tools.validate_report import ValidationReport, cap_report
 
 if TYPE_CHECKING:
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 def register(server: MCPServer[Any], rt: Runtime) -> None:
     @crm_tool(
         server,
-        title="Validate (and optionally repair) sync with the CRM",
+        title="Validate sync with the CRM",
         read_only=False,
         destructive=True,
         idempotent=True,
@@ -37,19 +40,16 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
     )
     async def validate_sync(
         ctx: Context,
+        confirmation: Annotated[ElicitationResult[Confirmation], Resolve(_ask_to_repair)],
         connection: ConnectionArg = None,
         object: Annotated[
             Literal["appointment", "contact"],
-            Field(description="What to compare: appointments or leads/contacts."),
+            Field(),
         ] = "appointment",
-        since: Annotated[
-            SaneDateTime | None, Field(description="Only local records changed since (ISO 8601).")
-        ] = None,
-        sample: Annotated[
-            int, Field(ge=1, le=500, description="Most local records to compare (newest first).")
-        ] = 100,
+        since: Annotated[SaneDateTime | None, Field(description="Only records changed since.")] = None,
+        sample: Annotated[int, Field(ge=1, le=500, description="Most records compared, newest first.")] = 100,
         repair: Annotated[
-            bool, Field(description="Queue fixes in the outbox (local record wins). Needs idempotency_key.")
+            bool, Field(description="Queue fixes (local wins); needs idempotency_key.")
         ] = False,
         idempotency_key: Annotated[
             str | None,
@@ -57,26 +57,25 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                 min_length=1,
                 max_length=150,
                 description="Required with repair=true; repeating it queues nothing twice.",
+                examples=["<unique-key-per-repair>"],
             ),
         ] = None,
         compare_to: Annotated[
             str | None,
             Field(
                 max_length=128,
-                description="Another connection: compare the contacts of `connection` (local) with its "
-                "contacts (remote) by email instead of the local records. repair=true then copies "
-                "`connection`'s records over (it wins; nothing is deleted).",
-                examples=["marketing-crm"],
+                description="Compare contacts with this connection's; repair copies (deletes nothing).",
             ),
         ] = None,
+        confirm: ConfirmArg = False,
     ) -> ValidationReport:
-        """Compare local records with the CRM: missing on either side, field mismatches (both values),
-        duplicate CRM contacts, stale mappings, unresolved conflicts. repair=true queues the fixes.
-        With compare_to, compare two CRM connections' contacts instead (object is then contact)."""
+        """Compare local records with the CRM (missing, mismatched, duplicate, stale, conflicting);
+        repair=true queues fixes. compare_to compares two connections' contacts instead."""
         if repair and not idempotency_key:
             raise ToolError(
                 "repair=true needs an idempotency_key, so a repeated repair never queues fixes twice."
             )
+        confirmed(confirmation, "validate_sync", "queue repairs that overwrite CRM records")
         # lazy: SQLAlchemy stays off start-up
         from crm_mcp.tools.validate_run import run_cross_validation, run_validation
 
@@ -92,3 +91,13 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         )
         cap_report(report)
         return report
+
+
+def _ask_to_repair(
+    ctx: Context, repair: bool, idempotency_key: str | None, connection: str | None, confirm: bool
+) -> Elicit[Confirmation] | Verdict:
+    """repair=true asks the user, or needs confirm=true from a client that cannot ask."""
+    where = f" of connection {connection}" if connection else ""
+    wanted = repair and idempotency_key  # without a key the call is refused before anything is asked
+    question = f"Queue repairs that overwrite CRM records{where} with the local ones?" if wanted else None
+    return ask(ctx, confirm, question)

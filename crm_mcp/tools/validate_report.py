@@ -24,12 +24,12 @@ class Mismatch(BaseModel):
     local_id: str
     remote_id: str
     field: str
-    local: Any = Field(description="Local value.")
-    remote: Any = Field(description="CRM value (CRM data).")
+    local: Any
+    remote: Any = Field(description="CRM data.")
 
 
 class Duplicate(BaseModel):
-    key: str = Field(description="The email or phone shared by several CRM contacts.")
+    key: str = Field(description="Email or phone several CRM contacts share.")
     contact_ids: list[str]
 
 
@@ -44,9 +44,9 @@ class Repair(BaseModel):
 class ValidationReport(BaseModel):
     connection: str
     object: Literal["appointment", "contact"]
-    checked: int = Field(description="Local records compared (at most `sample`).")
+    checked: int = Field(description="Records compared.")
     in_sync: int
-    pending: int = Field(description="Records still waiting in the outbox (not counted as drift).")
+    pending: int = Field(description="Still queued (not counted as drift).")
     missing_remote: list[Issue] = Field(default_factory=list, description="Local records the CRM lacks.")
     missing_local: list[Issue] = Field(
         default_factory=list, description="CRM records of our contacts we lack."
@@ -58,7 +58,7 @@ class ValidationReport(BaseModel):
     )
     unresolved_conflicts: list[Issue] = Field(default_factory=list)
     repairs: list[Repair] = Field(default_factory=list)
-    truncated: bool = Field(False, description=f"Some lists were cut at {LIST_CAP} entries.")
+    truncated: bool = Field(False, description=f"Lists cut at {LIST_CAP}.")
     summary: str
     recommendations: list[str] = Field(default_factory=list)
 

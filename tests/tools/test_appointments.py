@@ -16,6 +16,7 @@ BOOKING = {
     "email": "jane@example.com",
     "phone": "+15551234567",
     "start_time": "2026-12-01T15:00:00",
+    "allow_past": True,  # fixed dates, recorded even once they are past
     "timezone": "America/New_York",
     "title": "Property tour",
     "notes": "Two-bedroom, budget 2000",

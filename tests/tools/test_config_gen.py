@@ -178,7 +178,12 @@ async def test_provider_is_required_when_several_are_configured(
     async with toolbox(hubspot_settings(settings_factory, hubspot, ghl=True, ghl_base_url=server.url)) as h:
         tool = next(t for t in (await h.client.list_tools()).tools if t.name == TOOL)
         assert "provider" in tool.input_schema["required"]
-        assert tool.input_schema["properties"]["provider"]["enum"] == ["gohighlevel", "hubspot"]
+        assert tool.input_schema["properties"]["provider"]["enum"] == [
+            "gohighlevel",
+            "hubspot",
+            "ringcentral",
+            "zoho",
+        ]
         assert "provider" in error_text(await h.call(TOOL, {}))
         both = [await h.ok(TOOL, {"provider": p, "verify": True}) for p in ("gohighlevel", "hubspot")]
         assert [r["verified"] for r in both] == [True, True]

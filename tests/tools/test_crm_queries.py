@@ -18,7 +18,7 @@ from mcp import Client
 from crm_mcp.runtime import Runtime
 from crm_mcp.server.app import build_server
 from crm_mcp.server.run import build_worker
-from tests.harness import FakeClock, Harness
+from tests.harness import FakeClock, Harness, say_yes
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +57,7 @@ async def toolbox(settings: Any) -> AsyncIterator[Harness]:
         extra = build_lead_handlers(db, lambda name: rt.connector(name, provider=None), rt.clock)
         for action, handler in extra.items():
             worker.handlers.setdefault(action, handler)
-        async with Client(server, cache=None) as client:
+        async with Client(server, cache=None, elicitation_callback=say_yes) as client:
             yield Harness(client=client, runtime=rt, worker=worker, clock=clock)
     finally:
         await rt.aclose()

@@ -37,6 +37,7 @@ BOOKING = {
     "last_name": "Key",
     "email": "ida@example.com",
     "start_time": "2026-12-01T15:00:00",
+    "allow_past": True,  # fixed dates, recorded even once they are past
     "timezone": "America/New_York",
     "title": "Viewing",
 }

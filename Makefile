@@ -34,14 +34,10 @@ format: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/crm-mcp demo
 
+## every benchmark (each prints its own figures), then bench/results.md + bench/results.png;
+## `make bench BENCH_ARGS=--quick` for smaller runs on a loaded machine
 bench: $(STAMP)
-	$(PY) bench/startup.py
-	$(PY) bench/latency.py
-	$(PY) bench/quota.py
-	$(PY) bench/faults.py
-	$(PY) bench/outbox.py
-	$(PY) bench/requests_per_booking.py
-	$(PY) bench/sync_records.py
+	$(PY) bench/report.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

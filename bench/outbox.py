@@ -223,9 +223,9 @@ async def bare_client(rt: Any, sim: RemoteSim, concurrency: int, each: int) -> t
     `concurrency` tasks each sending `each` GETs, on this machine against this simulator. No engine
     can deliver faster than its HTTP client and CRM answer; this says how much of the gap to the
     ideal is theirs."""
-    from crm_mcp.connectors.base import Contact
+    from crm_mcp.connectors.base import Contact, Contacts
 
-    connector = rt.connector(None, provider=None)
+    connector = rt.connector(None, Contacts)
     contact, _ = await connector.upsert_contact(Contact(first_name="Bare", email="bare@example.com"))
     assert contact.id
 

@@ -21,6 +21,7 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -97,11 +98,14 @@ class Tour:
 
 
 def start_sandboxes() -> list[Sandbox]:
-    """Every registered provider's simulator that has a CRM API to call, on loopback."""
+    """Every registered provider's simulator whose CRM takes bookings, on loopback (a phone
+    system's, with no appointments, is left to the call-log walkthrough)."""
     from crm_mcp.connectors.registry import providers
 
     return [
-        Sandbox(p, p.sandbox(0)) for p in providers() if p.sandbox is not None and p.connector is not None
+        Sandbox(p, p.sandbox(0))
+        for p in providers()
+        if p.sandbox is not None and p.connector is not None and "appointments" in p.capabilities
     ]
 
 
@@ -202,13 +206,15 @@ def show_dead_letters(dlq: dict[str, Any]) -> None:
     console.print(table)
 
 
+def day(days_ahead: int, hour: int) -> str:
+    """A local time `days_ahead` from today (bookings in the past are refused)."""
+    return f"{date.today() + timedelta(days=days_ahead)}T{hour:02d}:00:00"
+
+
 async def tour(t: Tour) -> int:
     d = t.default
     console.rule(f"1. Book three appointments on the default connection ({d.name})")
-    booked = [
-        await t.book(start, d, named=False)
-        for start in ("2026-12-01T10:00:00", "2026-12-01T11:00:00", "2026-12-01T14:00:00")
-    ]
+    booked = [await t.book(start, d, named=False) for start in (day(7, 10), day(7, 11), day(7, 14))]
     await wait_settled(t.client)
 
     console.rule("2. Confirm one, cancel one, complete one")
@@ -217,20 +223,21 @@ async def tour(t: Tour) -> int:
     await call(
         t.client,
         "update_appointment_status",
-        {"appointment_id": b, "action": "cancel", "reason": "customer asked to reschedule"},
+        # the customer asked, so the demo confirms the cancel itself (a real agent asks the user)
+        {"appointment_id": b, "action": "cancel", "reason": "customer asked to reschedule", "confirm": True},
     )
     await call(t.client, "update_appointment_status", {"appointment_id": c, "action": "complete"})
     await wait_settled(t.client)
 
     console.rule("3. One appointment on each CRM, by connection name")
     for i, sb in enumerate(t.sandboxes):
-        await t.book(f"2026-12-03T{9 + i:02d}:00:00", sb, named=True)
+        await t.book(day(9, 9 + i), sb, named=True)
     await wait_settled(t.client)
     show_crms(t.sandboxes)
 
     console.rule(f"4. {d.provider.title} starts failing")
     await set_fault(d.handle.url, {"kind": "error", "status": 503})
-    failing_op = (await t.book("2026-12-02T09:00:00", d, named=False))["sync_operation_id"]
+    failing_op = (await t.book(day(8, 9), d, named=False))["sync_operation_id"]
     console.print(f"  booked locally: op {failing_op}; the worker retries with backoff...")
     await wait_settled(t.client, within_s=60)
     show_dead_letters(await call(t.client, "list_dead_letters"))

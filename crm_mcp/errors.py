@@ -29,7 +29,8 @@ import re
 from collections.abc import Iterable
 
 _SECRET_PATTERNS = [
-    re.compile(r"(?i)(authorization\s*[:=]\s*)(bearer\s+|zoho-oauthtoken\s+)?[^\s,;\"']+"),
+    # any scheme word before the credential (Bearer, a provider's own such as "<name>-oauthtoken")
+    re.compile(r"(?i)(authorization\s*[:=]\s*)(bearer\s+|[a-z]+-oauthtoken\s+)?[^\s,;\"']+"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(
         r"(?i)((?:access|refresh)_?token|client_secret|api_?key|secret|password)(\"?\s*[:=]\s*\"?)[^\s,;\"'&]+"
@@ -71,7 +72,7 @@ class CRMError(Exception):
 
 
 class ConfigurationError(CRMError):
-    hint = "Fix the configuration (env vars CRM_MCP_* or crm-mcp.toml); retrying will not help."
+    hint = "Fix the configuration (CRM_MCP_* env vars or crm-mcp.toml), then call again."
 
 
 class CapabilityError(ConfigurationError):
@@ -134,7 +135,7 @@ class InvalidRequestError(ConnectorError):
 
 class RetryableError(ConnectorError):
     retryable = True
-    hint = "Temporary failure; the sync worker retries automatically."
+    hint = "Temporary failure: call again shortly; queued writes are retried by the sync worker on their own."
 
 
 class RateLimitedError(RetryableError):

@@ -8,16 +8,19 @@ those imports in a thread right after start-up so the first tool call does not p
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from crm_mcp.errors import ConfigurationError
+from crm_mcp.scope import current_principal
 from crm_mcp.settings import ConnectionSettings, Settings
 
 if TYPE_CHECKING:
     from crm_mcp.connectors.base import Connector
+    from crm_mcp.observability.metrics import Metrics
     from crm_mcp.state.db import Database
 
 C = TypeVar("C", bound="Connector")
@@ -31,6 +34,7 @@ def utcnow() -> datetime:
 
 def _import_heavy() -> None:
     import crm_mcp.connectors.registry
+    import crm_mcp.observability.metrics
     import crm_mcp.state.db
     import crm_mcp.state.outbox
     import crm_mcp.state.status
@@ -63,6 +67,13 @@ class Runtime:
         self.read_lock = asyncio.Lock()
         self._change_listeners: dict[object, Callable[[], None]] = {}
 
+    @functools.cached_property
+    def metrics(self) -> Metrics:
+        """This runtime's Prometheus metrics, in a registry of its own (docs/observability.md)."""
+        from crm_mcp.observability.metrics import Metrics  # lazy: prometheus_client off start-up
+
+        return Metrics()
+
     def touch(self) -> None:
         """Record that local state changed (a tool wrote, the worker delivered)."""
         self.generation += 1
@@ -84,9 +95,14 @@ class Runtime:
 
     # -- connections -------------------------------------------------------------------------
     def connections(self) -> list[ConnectionSettings]:
+        """The connections the current principal may use (every one outside an MCP request, and
+        for the local user; see `crm_mcp.scope`): the one place tenants are kept apart."""
         if self._connections is None:
             self._connections = self.settings.connections()
-        return self._connections
+        principal = current_principal()
+        if principal.unrestricted:
+            return self._connections
+        return [c for c in self._connections if principal.may_use(c.name)]
 
     def connection(self, name: str | None = None, needs: str | None = None) -> ConnectionSettings:
         """The named connection, or the only one whose CRM has capability `needs` when `name` is None.
@@ -105,7 +121,10 @@ class Runtime:
                         raise self._lacks(c, needs)
                     return c
             known = ", ".join(c.name for c in conns) or "none"
-            raise ConfigurationError(f"No connection named {name!r}. Configured connections: {known}.")
+            raise ConfigurationError(
+                f"No connection named {name!r}. Configured connections: {known}.",
+                hint="Call again with one of those names as `connection`, or without it.",
+            )
         candidates = [
             c
             for c in conns
@@ -118,6 +137,14 @@ class Runtime:
         if default and (chosen := [c for c in candidates if c.name == default]):
             return chosen[0]
         what = f"CRM connection with {needs.replace('_', ' ')}" if needs else "CRM connection"
+        if not candidates and not current_principal().unrestricted:
+            raise ConfigurationError(
+                f"No {what} is available to this access token"
+                + (f" (yours: {', '.join(c.name for c in conns)})" if conns else "")
+                + ".",
+                hint="Ask the operator to map connections to your principal ([principals.<name>] "
+                "in crm-mcp.toml).",
+            )
         if not candidates:
             others = [c.name for c in conns]
             raise ConfigurationError(
@@ -128,8 +155,9 @@ class Runtime:
             )
         names = ", ".join(f"{c.name} ({c.provider})" for c in candidates)
         raise ConfigurationError(
-            f"Several connections could do this: {names}. Pass `connection` (or set "
-            "CRM_MCP_DEFAULT_CONNECTION to the one to use when none is named)."
+            f"Several connections could do this: {names}.",
+            hint="Call again with `connection` set to one of them (an operator can set "
+            "CRM_MCP_DEFAULT_CONNECTION to the one to use when none is named).",
         )
 
     def _lacks(self, conn: ConnectionSettings, needs: str) -> ConfigurationError:
@@ -232,12 +260,14 @@ class _DatabaseTokenStore:
 
     async def _get(self) -> Any:
         if self._store is None:
-            from crm_mcp.state.credentials import CredentialCipher, EncryptedTokenStore
+            from crm_mcp.state.credentials import EncryptedTokenStore, Keyring
 
             s = self._rt.settings
             secret = s.secret_key.get_secret_value() if s.secret_key else None
-            cipher = await asyncio.to_thread(CredentialCipher.from_settings, secret, s.state_dir)
-            self._store = EncryptedTokenStore(await self._rt.database(), cipher)
+            keys = await asyncio.to_thread(
+                Keyring.from_settings, secret, s.state_dir, s.previous_secret_keys()
+            )  # current + previous keys: a rotation (`crm-mcp secrets rotate`) needs no downtime
+            self._store = EncryptedTokenStore(await self._rt.database(), keys)
         return self._store
 
     async def load_tokens(self, provider: str, connection: str) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mcp import Client
+from mcp.types import ElicitResult
 
 from crm_mcp.runtime import Runtime
 from crm_mcp.server.app import build_server
@@ -69,6 +70,12 @@ class Harness:
         raise AssertionError(f"outbox did not settle: {status['totals']}")
 
 
+async def say_yes(context: Any, params: Any) -> ElicitResult:
+    """The harness's user agrees to every confirmation a destructive or bulk tool asks for
+    (tests/tools/test_confirmation.py covers declining and clients that cannot ask)."""
+    return ElicitResult(action="accept", content={"confirm": True})
+
+
 @asynccontextmanager
 async def harness(settings: Any, **connector_overrides: Any) -> AsyncIterator[Harness]:
     """`connector_overrides`: more connector options (e.g. `timeout_s`) besides the fake clock."""
@@ -79,7 +86,7 @@ async def harness(settings: Any, **connector_overrides: Any) -> AsyncIterator[Ha
         server = build_server(rt)
         await rt.warm_up()
         worker = await build_worker(rt)
-        async with Client(server, cache=None) as client:
+        async with Client(server, cache=None, elicitation_callback=say_yes) as client:
             yield Harness(client=client, runtime=rt, worker=worker, clock=clock)
     finally:
         await rt.aclose()

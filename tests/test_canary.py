@@ -51,7 +51,8 @@ async def test_canary_never_leaks(
             result = await h.call(
                 "create_appointment",
                 {"first_name": "C", "last_name": str(i), "email": f"canary{i}@example.com",
-                 "start_time": f"2026-12-0{1 + i % 7}T1{i % 8}:00:00", "timezone": "America/New_York"},
+                 "start_time": f"2026-12-0{1 + i % 7}T1{i % 8}:00:00", "timezone": "America/New_York",
+                 "allow_past": True},
             )  # fmt: skip
             seen += [getattr(c, "text", str(c)) for c in result.content]
             await h.settle()
@@ -60,7 +61,8 @@ async def test_canary_never_leaks(
         h.clock.advance(2 * 86_400)
         r = await h.call("create_appointment", {"first_name": "C", "last_name": "revoked",
                                                 "email": "revoked@example.com",
-                                                "start_time": "2026-12-09T10:00:00"})  # fmt: skip
+                                                "start_time": "2026-12-09T10:00:00",
+                                                "allow_past": True})  # fmt: skip
         seen += [getattr(c, "text", str(c)) for c in r.content]
         await h.settle()
         for tool in ("list_dead_letters", "get_sync_status", "check_integration_health"):

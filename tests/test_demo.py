@@ -20,7 +20,7 @@ def test_demo_runs_end_to_end(tmp_path: object) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Summary:" in out.stdout
     # three on the default connection, one on each connection by name, one dead then recovered
-    assert "6 appointments in 2 CRM(s) (gohighlevel: 5, hubspot: 1)" in out.stdout
+    assert "7 appointments in 3 CRM(s) (gohighlevel: 5, hubspot: 1, zoho: 1)" in out.stdout
     assert "0 still dead" in out.stdout
     assert "UpstreamUnavailableError" in out.stdout  # the dead letter was shown with its cause
     assert "In the GoHighLevel sandbox" in out.stdout and "In the HubSpot sandbox" in out.stdout

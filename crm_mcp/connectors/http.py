@@ -32,6 +32,7 @@ from crm_mcp.errors import (
     UpstreamUnavailableError,
     redact,
 )
+from crm_mcp.observability.tracing import RequestRecord, crm_request
 
 from .auth import RefreshableAuth
 from .base import EndpointLimit, ProviderSpec
@@ -42,6 +43,15 @@ from .ratelimit import RateLimiter, RateLimiterLike
 logger = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# headers in which CRMs commonly name their request id (a spec's `request_id_header` comes first)
+REQUEST_ID_HEADERS = ("X-Request-Id", "X-Correlation-Id", "Request-Id", "X-Amzn-RequestId", "X-Trace-Id")
+_OVER_CAP = "crm_mcp.over_cap"  # response extension: a streamed body passed its `max_bytes`
+_BODY_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+FORBIDDEN_HINT = (
+    "The CRM accepted the credentials but refused this request: check that the connection's "
+    "account id (location, portal or org) belongs to the token, and that the token has the scopes "
+    "this needs (generate_connector_config lists them); then retry."
+)
 _MESSAGE_FIELDS = ("message", "error_description", "error", "msg", "detail", "title")
 
 
@@ -83,6 +93,33 @@ def check_base_url(url: str) -> str:
     raise ConfigurationError(
         f"base URL {url!r} is not allowed: use an https:// URL (plain http:// only for 127.0.0.1/localhost)."
     )
+
+
+async def fetch_json(url: str, *, timeout_s: float = 10.0, max_bytes: int = 512_000) -> Any:
+    """GET a small public JSON document (OAuth authorization-server metadata, a JWKS) from an https
+    URL (plain http on loopback only), without credentials, redirects or retries.
+
+    Raises:
+        ConfigurationError: the URL is not https (or loopback http).
+        ValueError: not a 200, larger than `max_bytes`, or not JSON.
+        httpx2.HTTPError: the server could not be reached.
+    """
+    check_base_url(url)
+    async with (
+        httpx2.AsyncClient(timeout=httpx2.Timeout(timeout_s), follow_redirects=False) as client,
+        client.stream("GET", url, headers={"Accept": "application/json"}) as response,
+    ):
+        if response.status_code != 200:
+            raise ValueError(f"{url} answered HTTP {response.status_code}")
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > max_bytes:
+                raise ValueError(f"{url} sent more than {max_bytes} bytes")
+    try:
+        return jsonlib.loads(bytes(body))
+    except ValueError:
+        raise ValueError(f"{url} did not answer JSON") from None
 
 
 class ResilientClient:
@@ -139,8 +176,35 @@ class ResilientClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        files: Mapping[str, Any] | None = None,
+        max_bytes: int | None = None,
     ) -> httpx2.Response:
-        """Send with retries; return a 2xx/3xx response or raise a typed ConnectorError."""
+        """Send with retries; return a 2xx/3xx response or raise a typed ConnectorError.
+
+        `files` sends a multipart/form-data body (httpx's `files`: name -> (filename, bytes, type)).
+        `max_bytes` streams the body and refuses one larger than that (InvalidRequestError, status
+        413) without reading the rest: for downloads (a `path` may then be an absolute URL).
+        Each call is one span and one log line (`crm_mcp.observability.tracing.crm_request`).
+        """
+        with crm_request(self.provider, self.connection, method.upper(), path) as rec:
+            response = await self._request(
+                rec, method, path, params, json, headers, idempotent, files, max_bytes
+            )
+            rec.answered(response.status_code, self._request_id(response, None))
+            return response
+
+    async def _request(
+        self,
+        rec: RequestRecord,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        idempotent: bool | None,
+        files: Mapping[str, Any] | None,
+        max_bytes: int | None = None,
+    ) -> httpx2.Response:
         method = method.upper()
         deadline = self._clock() + self.max_retry_time_s
         refreshed = False
@@ -149,13 +213,18 @@ class ResilientClient:
         extra = self._endpoint_limiter(method, path)
         while True:
             attempt += 1
+            rec.attempts = attempt
             self.breaker.check(self.provider)
+            waiting_since = self._clock()
             try:
                 await self._acquire(extra)
             except BaseException:
                 self.breaker.record_cancelled()
                 raise
-            response, error, reached = await self._send_once(method, path, params, json, headers)
+            rec.waited(self._clock() - waiting_since)
+            response, error, reached = await self._send_once(
+                method, path, params, json, headers, files, max_bytes
+            )
             if extra is not None:
                 extra.observe({})  # its budget is not reported in headers; the exchange is over
             if response is None:
@@ -178,10 +247,9 @@ class ResilientClient:
                     self.breaker.record_failure()
                 else:
                     self.breaker.record_success()
-                if outcome.kind is OutcomeKind.SUCCESS:
-                    status = response.status_code
-                    if logger.isEnabledFor(logging.DEBUG):  # redacting the path costs on every request
-                        logger.debug("%s %s %s -> %s", self.provider, method, self._safe(path), status)
+                if outcome.kind is OutcomeKind.SUCCESS:  # logged by `request` (crm_request)
+                    if response.extensions.get(_OVER_CAP):
+                        raise self._too_large(method, path, response, max_bytes)
                     return response
                 if spent is not None:
                     spent.note_429(outcome.retry_after)
@@ -295,11 +363,20 @@ class ResilientClient:
         params: Mapping[str, Any] | None,
         json: Any,
         headers: Mapping[str, str] | None,
+        files: Mapping[str, Any] | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[httpx2.Response | None, ConnectorError | None, bool]:
         """One exchange. Returns (response, None, True) or (None, error, reached_server)."""
         try:
+            if max_bytes is not None:
+                return await self._capped(method, path, params, headers, max_bytes), None, True
             response = await self._client.request(
-                method, path, params=params, json=json, headers=dict(headers) if headers else None
+                method,
+                path,
+                params=params,
+                json=json,
+                headers=dict(headers) if headers else None,
+                files=dict(files) if files else None,
             )
             await response.aread()
             return response, None, True
@@ -313,22 +390,73 @@ class ResilientClient:
             self.breaker.record_cancelled()
             raise
 
+    async def _capped(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        max_bytes: int,
+    ) -> httpx2.Response:
+        """Stream a body up to `max_bytes`; past it, stop reading and return the head alone, marked
+        `_OVER_CAP` (the caller refuses it once the exchange is classified)."""
+        request = self._client.build_request(
+            method, path, params=params, headers=dict(headers) if headers else None
+        )
+        response = await self._client.send(request, stream=True)
+        chunks: list[bytes] = []
+        size, over = 0, False
+        try:
+            declared = response.headers.get("content-length", "")
+            over = response.is_success and declared.isdigit() and int(declared) > max_bytes
+            if not over:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if response.is_success and size > max_bytes:
+                        over = True
+                        break
+                    chunks.append(chunk)
+        finally:
+            await response.aclose()
+        head = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+        return httpx2.Response(
+            response.status_code,
+            headers=head,
+            content=b"".join(chunks),
+            request=request,
+            extensions={_OVER_CAP: over} if over else {},
+        )
+
+    def _too_large(
+        self, method: str, path: str, response: httpx2.Response, max_bytes: int | None
+    ) -> InvalidRequestError:
+        return InvalidRequestError(
+            self._redact(f"{self.provider} {method} {path}: the content is larger than {max_bytes} bytes"),
+            provider=self.provider,
+            status=413,
+            request_id=self._request_id(response, None),
+        )
+
     def _transport_error(
         self, method: str, path: str, exc: Exception, *, sent: bool | None = None
     ) -> ConnectorError:
         """`sent=False`: the connection was never made, so the request cannot have been processed."""
         kind = "timed out" if isinstance(exc, httpx2.TimeoutException) else "connection failed"
+        url = self._client.base_url  # the host, so an unreachable CRM says which one
+        where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return UpstreamUnavailableError(
-            self._redact(f"{self.provider} {method} {path}: {kind} ({type(exc).__name__})"),
+            self._redact(f"{self.provider} {method} {path}: {kind} to {where} ({detail[:200]})"),
             provider=self.provider,
             sent=sent,
         )
 
     def _request_id(self, response: httpx2.Response, body: Any) -> str | None:
-        if self.spec.request_id_header:
-            value = response.headers.get(self.spec.request_id_header)
+        """The CRM's own id for this exchange: its spec's header, a common one, or a body field."""
+        for name in (self.spec.request_id_header, *REQUEST_ID_HEADERS):
+            value = response.headers.get(name) if name else None
             if value:
-                return value
+                return value[:128]
         field = self.spec.request_id_body_field
         if field and isinstance(body, dict) and body.get(field):
             return str(body[field])
@@ -342,7 +470,8 @@ class ResilientClient:
             body = response.json() if response.content else None
         except ValueError:
             body = None
-        detail = _message_from_body(body) or response.reason_phrase or "error"
+        own = self.spec.error_message(body) if self.spec.error_message is not None else ""
+        detail = own or _message_from_body(body) or response.reason_phrase or "error"
         message = self._redact(f"{self.provider} {method} {path} -> {status}: {detail}"[:1000])
         kw: dict[str, Any] = {
             "provider": self.provider,
@@ -351,8 +480,10 @@ class ResilientClient:
         }
         if outcome.kind is OutcomeKind.RATE_LIMITED:
             return RateLimitedError(message, retry_after=outcome.retry_after, **kw)
-        if status in (401, 403):
+        if status == 401:
             return AuthError(message, **kw)
+        if status == 403:  # the credentials are good; this account or scope is not theirs
+            return AuthError(message, hint=FORBIDDEN_HINT, **kw)
         if status == 404:
             return NotFoundError(message, **kw)
         if outcome.kind is OutcomeKind.RETRY or status >= 500:

@@ -18,6 +18,8 @@ from mcp.types import (
     ResourceTemplateReference,
 )
 
+from crm_mcp.scope import connection_filter
+
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
@@ -37,7 +39,7 @@ async def operation_ids(rt: Runtime, prefix: str) -> list[str]:
 
     db = await rt.database()
     async with db.sessions() as session:
-        return await query(session, prefix, limit=MAX_VALUES + 1)
+        return await query(session, prefix, limit=MAX_VALUES + 1, connections=connection_filter())
 
 
 async def dead_letter_ids(rt: Runtime, prefix: str) -> list[str]:
@@ -45,7 +47,7 @@ async def dead_letter_ids(rt: Runtime, prefix: str) -> list[str]:
 
     db = await rt.database()
     async with db.sessions() as session:
-        return await query(session, prefix, limit=MAX_VALUES + 1)
+        return await query(session, prefix, limit=MAX_VALUES + 1, connections=connection_filter())
 
 
 # (template, argument) -> lookup; a `connection` argument anywhere means a connection name

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 
+from crm_mcp.scope import current_principal
+
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
@@ -51,7 +53,7 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         db = await rt.database()
         async with db.sessions() as session:
             row = await get_dead_letter(session, entry_id)
-            if row is None:
+            if row is None or not current_principal().may_use(row.connection):
                 raise ResourceNotFoundError(f"No dead-letter entry {entry_id!r}; list sync://dead-letter.")
             op = await session.get(SyncOperation, row.operation_id)
             entry = dead_letter_entry(row, op).model_dump(mode="json")

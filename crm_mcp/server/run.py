@@ -7,6 +7,7 @@ after, so the handshake is never delayed by SQLAlchemy or alembic imports.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import tempfile
 from contextlib import AsyncExitStack, ExitStack
@@ -15,6 +16,8 @@ from typing import Any, Literal
 
 import anyio
 
+from crm_mcp.background import run_background_checks
+from crm_mcp.observability.logging import adopt_uvicorn_logging
 from crm_mcp.runtime import Runtime
 from crm_mcp.settings import Settings
 
@@ -23,9 +26,12 @@ log = logging.getLogger(__name__)
 Transport = Literal["stdio", "sse", "http"]
 
 
-def start_sandboxes(settings: Settings, stack: ExitStack | AsyncExitStack) -> Settings:
+def start_sandboxes(
+    settings: Settings, stack: ExitStack | AsyncExitStack, fault: dict[str, Any] | None = None
+) -> Settings:
     """Start every registered provider's simulator on loopback and point a connection at each,
-    with a throwaway database unless one is configured. Stopped when `stack` closes."""
+    with a throwaway database unless one is configured. Stopped when `stack` closes. `fault`:
+    a rule for every simulator (`crm_mcp.sandbox.faults.fault_from_flag`, `serve --sandbox --fail`)."""
     from crm_mcp.connectors.registry import providers
 
     started: list[str] = []  # the first (by name) serves calls that name no connection
@@ -35,6 +41,8 @@ def start_sandboxes(settings: Settings, stack: ExitStack | AsyncExitStack) -> Se
         started.append(provider.name)
         handle = provider.sandbox(0)
         stack.callback(handle.stop)
+        if fault is not None:
+            handle.faults.set(**fault)
         options = handle.connection_options()
         # the sandbox replaces how the CRM is reached; webhook keys the user set explicitly stay
         mine = settings.provider_settings(provider.name)
@@ -58,11 +66,22 @@ def start_sandboxes(settings: Settings, stack: ExitStack | AsyncExitStack) -> Se
 async def run_worker_loop(rt: Runtime, stop: asyncio.Event | None = None) -> None:
     """Warm up (imports, migrations), then deliver the outbox and process the inbox until cancelled."""
     await rt.warm_up()
+    from crm_mcp.sync.call_pull import run_calls_loop
+
     worker = await build_worker(rt)
     async with anyio.create_task_group() as tg:
         tg.start_soon(run_inbox_loop, rt, stop)
+        tg.start_soon(run_calls_loop, rt, stop)
+        tg.start_soon(_retention, rt, stop)
         await worker.run_forever(stop)
         tg.cancel_scope.cancel()
+
+
+async def _retention(rt: Runtime, stop: asyncio.Event | None) -> None:
+    """Prune old succeeded operations, their log and processed webhook events (CRM_MCP_RETENTION_DAYS)."""
+    from crm_mcp.sync.retention import run_retention_loop
+
+    await run_retention_loop(rt.database, days=rt.settings.retention_days, clock=rt.clock, stop=stop)
 
 
 async def run_inbox_loop(rt: Runtime, stop: asyncio.Event | None = None, interval_s: float = 2.0) -> None:
@@ -85,6 +104,8 @@ async def run_inbox_loop(rt: Runtime, stop: asyncio.Event | None = None, interva
 
 async def build_worker(rt: Runtime) -> Any:
     from crm_mcp.sync.actions import build_handlers
+    from crm_mcp.sync.call_pull import record_outcome, remembered
+    from crm_mcp.sync.calls import build_calls_handlers
     from crm_mcp.sync.lead_actions import build_lead_handlers
     from crm_mcp.sync.records import build_records_handlers
     from crm_mcp.sync.worker import OutboxWorker
@@ -99,6 +120,7 @@ async def build_worker(rt: Runtime) -> Any:
         **build_handlers(db, connector_for, rt.clock),
         **build_lead_handlers(db, connector_for, rt.clock),
         **build_records_handlers(connector_for),
+        **build_calls_handlers(connector_for, record_outcome, functools.partial(remembered, db)),
     }
     return OutboxWorker(
         db,
@@ -111,6 +133,8 @@ async def build_worker(rt: Runtime) -> Any:
         backoff_cap=s.sync_backoff_cap_seconds,
         max_attempts=s.sync_max_attempts,
         on_change=rt.touch,
+        metrics=rt.metrics,
+        per_connection=s.worker_per_connection,
     )
 
 
@@ -128,29 +152,39 @@ async def serve(
     port: int = 8000,
     sandbox: bool = False,
     worker: bool = True,
+    sandbox_fault: dict[str, Any] | None = None,
 ) -> None:
     # lazy, as in every entry point here: the MCP SDK loads only once a transport is chosen
+    from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE as MAX_BODY
+
+    from crm_mcp.server import limits
     from crm_mcp.server.app import build_server
     from crm_mcp.server.event_store import DEFAULT_RETRY_MS, InMemoryEventStore
-    from crm_mcp.server.security import log_host_check, required_token, transport_security
+    from crm_mcp.server.security import http_auth, log_host_check, public_hosts, transport_security
 
-    token = required_token(settings, transport, host)  # refuse before anything starts
+    auth = http_auth(settings, transport, host, port)  # refuse before anything starts
     async with AsyncExitStack() as stack:
         if sandbox:
-            settings = start_sandboxes(settings, stack)
+            settings = start_sandboxes(settings, stack, sandbox_fault)
         rt = Runtime(settings)
         stack.push_async_callback(rt.aclose)
+        if transport != "stdio":
+            settings.principals()  # a [principals.*] table naming no connection refuses to start
 
-        auth_kwargs = {"http_token": token, "public_url": f"http://{host}:{port}"} if token else {}
-        server = build_server(rt, defer_catalogue=True, **auth_kwargs)
+        server = build_server(rt, defer_catalogue=True, http_host=host, http_auth=auth)
         if server.watcher is not None:
             stack.push_async_callback(server.watcher.aclose)
+        answered = [*settings.allowed_hosts, *public_hosts(settings)]  # CRM_MCP_PUBLIC_URL's host too
         if transport != "stdio":
-            log_host_check(host, settings.allowed_hosts)
-        security = transport_security(host, settings.allowed_hosts)
+            log_host_check(host, answered)
+            adopt_uvicorn_logging()  # uvicorn's lines in our log format (docs/observability.md)
+        security = transport_security(host, answered)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.complete_catalogue)
+            tg.start_soon(run_background_checks, rt)  # connection preflight; never delays initialize
+            if auth is not None:
+                tg.start_soon(auth.warm_up)  # OAuth: logs the issuer's signing keys, or why not
             if worker:
                 tg.start_soon(run_worker_loop, rt)
             else:
@@ -158,16 +192,25 @@ async def serve(
             if transport == "stdio":
                 await server.run_stdio_async()
             elif transport == "http":
-                await server.run_streamable_http_async(
+                app = server.streamable_http_app(
                     host=host,
-                    port=port,
                     transport_security=security,
                     event_store=InMemoryEventStore(),  # resumable streams: replay after a reconnect
                     retry_interval=DEFAULT_RETRY_MS,
+                    max_sessions=settings.max_sessions,
                 )
+                # per-principal rates, Retry-After on a full server (docs/tenants.md)
+                limits.install(app, settings, auth_required=auth is not None, max_body=MAX_BODY)
+                await _serve_app(app, host, port, server.settings.log_level)
             else:
                 await server.run_sse_async(host=host, port=port, transport_security=security)
             tg.cancel_scope.cancel()
+
+
+async def _serve_app(app: Any, host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
+    await uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower())).serve()
 
 
 async def run_worker(
@@ -176,13 +219,29 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     webhooks_port: int | None = None,
     webhooks_host: str = "127.0.0.1",
+    http_port: int | None = None,
+    http_host: str = "127.0.0.1",
 ) -> None:
-    """`crm-mcp worker`: the outbox worker alone, optionally receiving webhooks for stdio setups."""
+    """`crm-mcp worker`: the outbox worker alone, optionally receiving webhooks for stdio setups
+    (`webhooks_port`) or serving /healthz, /readyz, /metrics, /dashboard and /webhooks
+    (`http_port`, `crm_mcp.server.worker_http`; the same token rules as `serve`)."""
+    auth = None
+    if http_port is not None:
+        from crm_mcp.server.security import http_auth
+
+        auth = http_auth(settings, "http", http_host, http_port)  # refuse before anything starts
+        if webhooks_port == http_port and webhooks_host == http_host:
+            webhooks_port = None  # the HTTP server receives them already
     rt = Runtime(settings)
     try:
         async with anyio.create_task_group() as tg:
+            if http_port is not None:
+                tg.start_soon(_serve_http, rt, http_host, http_port, auth)
+                if auth is not None:
+                    tg.start_soon(auth.warm_up)  # OAuth: logs the issuer's signing keys, or why not
             if webhooks_port is not None:
                 tg.start_soon(_serve_webhooks, rt, webhooks_host, webhooks_port)
+            tg.start_soon(run_background_checks, rt)
             await run_worker_loop(rt, stop)
             tg.cancel_scope.cancel()
     finally:
@@ -194,6 +253,21 @@ async def _serve_webhooks(rt: Runtime, host: str, port: int) -> None:
 
     from crm_mcp.server.webhooks import build_webhook_app
 
+    adopt_uvicorn_logging()
     config = uvicorn.Config(build_webhook_app(rt), host=host, port=port, log_level="warning")
     log.info("receiving webhooks at http://%s:%d/webhooks/{provider}/{connection}", host, port)
+    await uvicorn.Server(config).serve()
+
+
+async def _serve_http(rt: Runtime, host: str, port: int, auth: Any) -> None:
+    import uvicorn
+
+    from crm_mcp.server.security import log_host_check
+    from crm_mcp.server.worker_http import build_worker_app
+
+    adopt_uvicorn_logging()
+    log_host_check(host, rt.settings.allowed_hosts)
+    app = build_worker_app(rt, host=host, auth=auth)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    log.info("worker HTTP at http://%s:%d (/dashboard /metrics /healthz /readyz /webhooks)", host, port)
     await uvicorn.Server(config).serve()

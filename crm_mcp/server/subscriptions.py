@@ -32,6 +32,8 @@ from mcp.types import (
     UnsubscribeRequestParams,
 )
 
+from crm_mcp.scope import LOCAL, acting_as, current_principal
+
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
     from mcp.server.session import ServerSession
@@ -118,6 +120,10 @@ class ResourceWatcher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="crm-mcp resource watcher")
 
     async def _run(self) -> None:
+        with acting_as(LOCAL):  # the loop serves every tenant: it sees all (notifications carry no data)
+            await self._loop()
+
+    async def _loop(self) -> None:
         try:
             while self.uris():
                 with contextlib.suppress(TimeoutError):  # the poll: a worker in another process
@@ -196,6 +202,16 @@ def resource_fingerprint(rt: Runtime, server: MCPServer[Any]) -> Fingerprint:
     return fingerprint
 
 
+async def _visible(rt: Runtime, uri: str) -> bool:
+    """Whether the caller may watch `uri`: an operation only if it is on one of its connections
+    (an unknown id is refused like another tenant's: there is nothing of the caller's to watch)."""
+    if not uri.startswith("sync://operations/") or current_principal().unrestricted:
+        return True
+    from crm_mcp.views import operation_view  # lazy: SQLAlchemy stays off start-up
+
+    return await operation_view(rt, uri.removeprefix("sync://operations/")) is not None
+
+
 def install(server: MCPServer[Any], rt: Runtime, bus: SubscriptionBus) -> ResourceWatcher:
     """Serve `resources/subscribe`, `resources/unsubscribe` and `subscriptions/listen` through
     one watcher. Registering the first declares the `resources.subscribe` capability."""
@@ -205,7 +221,8 @@ def install(server: MCPServer[Any], rt: Runtime, bus: SubscriptionBus) -> Resour
     async def on_subscribe(
         ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams
     ) -> EmptyResult:
-        await watcher.subscribe(str(params.uri), ctx.session)
+        if await _visible(rt, str(params.uri)):  # another tenant's operation never fires
+            await watcher.subscribe(str(params.uri), ctx.session)
         return EmptyResult()
 
     async def on_unsubscribe(
@@ -217,7 +234,7 @@ def install(server: MCPServer[Any], rt: Runtime, bus: SubscriptionBus) -> Resour
     async def on_listen(
         ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams
     ) -> SubscriptionsListenResult:
-        uris = list(params.notifications.resource_subscriptions or ())
+        uris = [u for u in params.notifications.resource_subscriptions or () if await _visible(rt, u)]
         await watcher.listen(uris)
         try:
             return await listen(ctx, params)

@@ -32,6 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from crm_mcp.observability.context import correlation_id_for_new_work, trace_carrier
+
 OP_STATUSES = ("pending", "in_flight", "succeeded", "dead")
 APPOINTMENT_STATUSES = ("scheduled", "confirmed", "cancelled", "completed", "no_show")  # the neutral ones
 LOG_OUTCOMES = ("success", "retry", "dead", "rescheduled")
@@ -196,6 +198,10 @@ class SyncOperation(Base):
     # in the CRM yet (`enqueue(fresh=True)`), True for good once an attempt may have written what
     # its stored progress does not record. See `crm_mcp.sync.context`.
     read_before_create: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # The tool call that queued it (docs/observability.md): its correlation id, and its span's W3C
+    # trace context for the delivery span to link to. Filled from the context of whoever inserts.
+    correlation_id: Mapped[str | None] = mapped_column(String(64), default=correlation_id_for_new_work)
+    trace_context: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=trace_carrier)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -268,3 +274,66 @@ class WorkerHeartbeat(Base):
     seen_at: Mapped[datetime]
     pid: Mapped[int] = mapped_column(Integer)
     processed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CallLog(Base):
+    """One telephony call session and what the call-log pipeline did with it.
+
+    The unique (source, session_id) is the pipeline's idempotency: a session is queued once, in
+    the same transaction as the page command that delivers it, however often its window is pulled.
+    """
+
+    __tablename__ = "call_logs"
+    __table_args__ = (UniqueConstraint("source", "session_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(128))
+    session_id: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(128), index=True)
+    operation_id: Mapped[str | None] = mapped_column(String(36))
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    direction: Mapped[str] = mapped_column(String(16))
+    result: Mapped[str] = mapped_column(String(16))
+    number: Mapped[str | None] = mapped_column(String(64))
+    extension: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|logged|failed
+    recording: Mapped[str] = mapped_column(String(16), default="none")  # none|pending|attached|linked|...
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)  # contacts, match, activity ids
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CallPull(Base):
+    """Where the scheduled call-log pull stands for one telephony connection: its high-water mark
+    (everything before it was queued) and the page it is on inside the current window."""
+
+    __tablename__ = "call_pulls"
+
+    source: Mapped[str] = mapped_column(String(128), primary_key=True)
+    high_water: Mapped[datetime | None]
+    window_start: Mapped[datetime | None]
+    window_end: Mapped[datetime | None]
+    cursor: Mapped[str | None] = mapped_column(Text)
+    last_run_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ConnectionState(Base):
+    """What a process knows about a connection, for the other processes to read.
+
+    `source` says whose knowledge it is: ``preflight`` (the last connection check: token, tenant,
+    calendar; `ok`, failing `since`, and each check in `data`), or a process id (that process's
+    breaker and rate-limit snapshot in `data`, republished every few seconds while it runs). The
+    CLI reads the server's breakers and the checks here, not its own empty ones.
+    """
+
+    __tablename__ = "connection_state"
+
+    connection: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(String(128), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime]
+    ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    since: Mapped[datetime | None]
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -7,6 +7,8 @@ dead-letter ids by prefix. Those queries live here, once.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,23 +31,27 @@ async def dead_letters_of(session: AsyncSession, op_id: str) -> list[DeadLetter]
     return list(rows.scalars())
 
 
-async def operation_ids(session: AsyncSession, prefix: str, *, limit: int) -> list[str]:
-    """Operation ids starting with `prefix`, newest first (at most `limit`)."""
-    rows = await session.execute(
-        select(SyncOperation.id)
-        .where(SyncOperation.id.startswith(prefix, autoescape=True))
-        .order_by(SyncOperation.created_at.desc())
-        .limit(limit)
-    )
+async def operation_ids(
+    session: AsyncSession, prefix: str, *, limit: int, connections: Collection[str] | None = None
+) -> list[str]:
+    """Operation ids starting with `prefix`, newest first (at most `limit`); with `connections`,
+    only those connections' (a tenant's)."""
+    query = select(SyncOperation.id).where(SyncOperation.id.startswith(prefix, autoescape=True))
+    if connections is not None:
+        query = query.where(SyncOperation.connection.in_(list(connections)))
+    rows = await session.execute(query.order_by(SyncOperation.created_at.desc()).limit(limit))
     return list(rows.scalars())
 
 
-async def dead_letter_ids(session: AsyncSession, prefix: str, *, limit: int) -> list[str]:
-    """Ids of entries still dead (not retried) starting with `prefix`, newest first."""
-    rows = await session.execute(
-        select(DeadLetter.id)
-        .where(DeadLetter.id.startswith(prefix, autoescape=True), DeadLetter.retried_at.is_(None))
-        .order_by(DeadLetter.dead_at.desc())
-        .limit(limit)
+async def dead_letter_ids(
+    session: AsyncSession, prefix: str, *, limit: int, connections: Collection[str] | None = None
+) -> list[str]:
+    """Ids of entries still dead (not retried) starting with `prefix`, newest first; with
+    `connections`, only those connections'."""
+    query = select(DeadLetter.id).where(
+        DeadLetter.id.startswith(prefix, autoescape=True), DeadLetter.retried_at.is_(None)
     )
+    if connections is not None:
+        query = query.where(DeadLetter.connection.in_(list(connections)))
+    rows = await session.execute(query.order_by(DeadLetter.dead_at.desc()).limit(limit))
     return list(rows.scalars())

@@ -15,7 +15,7 @@ from typing import cast
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_mcp.state.models import ExternalRef
+from crm_mcp.state.models import Appointment, ExternalRef
 
 _TABLE = cast(Table, ExternalRef.__table__)
 # Prebuilt for the delivery hot path (bound: connection, local_type, local_id).
@@ -82,6 +82,28 @@ async def find_local(
             .limit(1)
         )
     ).scalar_one_or_none()
+
+
+async def appointments_named(session: AsyncSession, given: str) -> list[Appointment]:
+    """The local appointments an id names: the local id itself, or else the CRM id a local
+    appointment was delivered as (one per connection that holds it; normally exactly one)."""
+    own = await session.get(Appointment, given)
+    if own is not None:
+        return [own]
+    rows = await session.execute(
+        select(Appointment)
+        .join(
+            ExternalRef,
+            (ExternalRef.local_id == Appointment.id) & (ExternalRef.connection == Appointment.connection),
+        )
+        .where(
+            ExternalRef.local_type == "appointment",
+            ExternalRef.remote_type == "appointment",
+            ExternalRef.remote_id == given,
+        )
+        .order_by(Appointment.connection)
+    )
+    return list(rows.scalars())
 
 
 async def link(

@@ -10,6 +10,7 @@ queries load it on first use.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -62,7 +63,7 @@ class SyncStatus(BaseModel):
     successes_in_window: int
     failures_in_window: int
     success_rate: float | None = Field(
-        description="Successes / finished attempts in the window; None if none."
+        description="Successes / finished attempts in the window; null without attempts."
     )
     pending_backlog: int
     due_now: int
@@ -77,7 +78,11 @@ class SyncStatus(BaseModel):
     recommendations: list[str]
     connectors: dict[str, Any] = Field(
         default_factory=dict,
-        description="Per-connection breaker / rate-limit snapshots, added by the caller.",
+        description="Per connection: breaker, quota, backlog, health (verdict, reasons).",
+    )
+    call_pipeline: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Per telephony connection: last call-log pull, checkpoint, lag, calls by state.",
     )
 
 
@@ -87,30 +92,39 @@ async def sync_status(
     now: datetime,
     window: timedelta = timedelta(hours=24),
     thresholds: HealthThresholds | None = None,
+    connections: Collection[str] | None = None,
 ) -> SyncStatus:
-    """Gather the numbers and judge them against `thresholds`."""
+    """Gather the numbers and judge them against `thresholds`; with `connections`, only those
+    connections' operations count (a tenant's view)."""
     # Imported here so the pydantic models above load without SQLAlchemy (fast server start-up).
-    from sqlalchemy import func, select
+    from sqlalchemy import and_, func, select, true
 
     from crm_mcp.state.models import OP_STATUSES, DeadLetter, SyncLog, SyncOperation, WorkerHeartbeat
 
     limits = thresholds or HealthThresholds()
     since = now - window
+
+    def mine(column: Any) -> Any:
+        return column.in_(list(connections)) if connections is not None else true()
+
+    own_ops, own_logs = mine(SyncOperation.connection), mine(SyncLog.connection)
     totals = dict.fromkeys(OP_STATUSES, 0)
     for status, count in await session.execute(
-        select(SyncOperation.status, func.count()).group_by(SyncOperation.status)
+        select(SyncOperation.status, func.count()).where(own_ops).group_by(SyncOperation.status)
     ):
         totals[status] = count
     outcomes: Counter[str] = Counter()
     for outcome, count in await session.execute(
-        select(SyncLog.outcome, func.count()).where(SyncLog.finished_at >= since).group_by(SyncLog.outcome)
+        select(SyncLog.outcome, func.count())
+        .where(SyncLog.finished_at >= since, own_logs)
+        .group_by(SyncLog.outcome)
     ):
         outcomes[outcome] = count
     successes = outcomes["success"]
     failures = outcomes["retry"] + outcomes["dead"]
     rate = successes / (successes + failures) if successes + failures else None
 
-    pending = SyncOperation.status == "pending"
+    pending = and_(SyncOperation.status == "pending", own_ops)
     oldest = (await session.execute(select(func.min(SyncOperation.created_at)).where(pending))).scalar()
     oldest_age = (now - oldest).total_seconds() if oldest is not None else None
     due_now = (
@@ -118,11 +132,16 @@ async def sync_status(
     ).scalar_one()
     dead_letters = (
         await session.execute(
-            select(func.count()).select_from(DeadLetter).where(DeadLetter.retried_at.is_(None))
+            select(func.count())
+            .select_from(DeadLetter)
+            .where(DeadLetter.retried_at.is_(None), mine(DeadLetter.connection))
         )
     ).scalar_one()
     failed_logs = await session.execute(
-        select(SyncLog).where(SyncLog.outcome.in_(("retry", "dead"))).order_by(SyncLog.id.desc()).limit(10)
+        select(SyncLog)
+        .where(SyncLog.outcome.in_(("retry", "dead")), own_logs)
+        .order_by(SyncLog.id.desc())
+        .limit(10)
     )
     recent = [
         RecentFailure(

@@ -110,8 +110,11 @@ async def find_or_create_task(
 async def find_appointment(
     calendar: Appointments, contact_id: str, calendar_id: str | None, start: datetime
 ) -> Appointment | None:
-    """The contact's appointment at this calendar and start time, if the CRM has one."""
+    """The contact's appointment at this calendar and start time, if the CRM has one (a cancelled
+    one is not it: the same booking made again after a cancel is a new appointment)."""
     for a in await calendar.list_contact_appointments(contact_id):
+        if a.status == "cancelled":
+            continue
         if (a.calendar_id or None) == (calendar_id or None) and _same_instant(a.start_time, start):
             return a
     return None

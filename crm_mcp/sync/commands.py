@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from crm_mcp.scope import scoped_key
+
 if TYPE_CHECKING:  # tools import the command models at start-up; SQLAlchemy stays lazy
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -206,7 +208,7 @@ async def queue(
 
     return await enqueue(
         session,
-        idempotency_key=key,
+        idempotency_key=scoped_key(key),  # a tenant's keys are its own (crm_mcp.scope)
         connection=connection,
         action=command.action,
         payload=command.payload(),

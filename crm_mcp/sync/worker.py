@@ -31,6 +31,7 @@ import anyio
 from sqlalchemy import delete
 
 from crm_mcp.errors import CircuitOpenError, ConfigurationError, CRMError, RateLimitedError
+from crm_mcp.observability.tracing import DeliveryObserver, delivery, in_operation_scope
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncOperation, WorkerHeartbeat
@@ -70,8 +71,11 @@ class OutboxWorker:
         max_attempts: int | None = None,
         on_change: Callable[[], None] | None = None,
         prefetch: int | None = None,
+        metrics: DeliveryObserver | None = None,
+        per_connection: int | None = None,
     ) -> None:
         """`on_change` is called whenever operations changed (read caches listen).
+        `metrics` observes each attempt's duration and outcome (`crm_mcp.observability`).
         `prefetch`: how many claimed operations the continuous loop keeps waiting for a slot, so a
         freed slot starts the next one without a claim in between (default: a quarter of
         `concurrency`, at least 1; their leases run while they wait)."""
@@ -88,6 +92,8 @@ class OutboxWorker:
         self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
         self.max_attempts = max_attempts
         self._on_change = on_change
+        self._metrics = metrics
+        self.per_connection = per_connection  # cap on one connection's operations in flight (claim_due)
         self.processed = 0
         self._started_at: datetime | None = None
         self._last_beat: datetime | None = None
@@ -96,7 +102,12 @@ class OutboxWorker:
         """Claim one batch of due operations and process it; returns how many were processed."""
         await self._heartbeat()
         ops = await outbox.claim_due(
-            self.db, worker_id=self.worker_id, limit=self.concurrency, lease=self.lease, now=self.clock()
+            self.db,
+            worker_id=self.worker_id,
+            limit=self.concurrency,
+            lease=self.lease,
+            now=self.clock(),
+            per_connection=self.per_connection,
         )
         if not ops:
             return 0
@@ -253,7 +264,13 @@ class OutboxWorker:
         # `busy`: ours already (running, waiting or being recorded): if one's lease ran out
         # meanwhile it is still ours to finish, not a second attempt to start.
         return await outbox.claim_due(
-            self.db, worker_id=self.worker_id, limit=limit, lease=self.lease, now=self.clock(), exclude=busy
+            self.db,
+            worker_id=self.worker_id,
+            limit=limit,
+            lease=self.lease,
+            now=self.clock(),
+            exclude=busy,
+            per_connection=self.per_connection,
         )
 
     def _claimed(
@@ -312,7 +329,8 @@ class OutboxWorker:
                 raise ConfigurationError(f"no handler is registered for action {op.action!r}")
             await ctx.keep_lease()  # it may have waited for a slot; reclaimed meanwhile: not ours
             keeper = asyncio.ensure_future(ctx.keep_alive())
-            result = await handler(op, ctx)
+            with delivery(op, self._metrics):  # correlation id, linked span, latency histogram
+                result = await handler(op, ctx)
         except outbox.LeaseLostError:
             logger.warning("operation %s was reclaimed by another worker; dropping our attempt", op.id)
             return None
@@ -320,11 +338,13 @@ class OutboxWorker:
             await self._release([outbox.Release(op.id, ctx.stored_progress, may_have_written=True)])
             raise
         except Exception as exc:
-            return partial(self._failed, op, exc, _elapsed_ms(started), ctx.stored_progress)
+            return in_operation_scope(
+                op, partial(self._failed, op, exc, _elapsed_ms(started), ctx.stored_progress)
+            )
         finally:
             if keeper is not None:
                 keeper.cancel()
-        return partial(self._succeeded, op, result or {}, _elapsed_ms(started), ctx)
+        return in_operation_scope(op, partial(self._succeeded, op, result or {}, _elapsed_ms(started), ctx))
 
     async def _succeeded(
         self, op: SyncOperation, result: dict[str, Any], duration_ms: int, ctx: HandlerContext

@@ -33,7 +33,12 @@ from tests.harness import FakeClock
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-BOOKING = {"first_name": "Live", "email": "live@example.com", "start_time": "2026-12-01T15:00:00Z"}
+BOOKING = {
+    "first_name": "Live",
+    "email": "live@example.com",
+    "start_time": "2026-12-01T15:00:00Z",
+    "allow_past": True,
+}
 
 
 class Window:

@@ -42,7 +42,12 @@ async def test_subscription_update_arrives_over_http(tmp_path: Path) -> None:
             await client.subscribe_resource("sync://status")
             r = await client.call_tool(
                 "create_appointment",
-                {"first_name": "Sub", "email": "sub@example.com", "start_time": "2026-12-03T15:00:00Z"},
+                {
+                    "first_name": "Sub",
+                    "email": "sub@example.com",
+                    "start_time": "2026-12-03T15:00:00Z",
+                    "allow_past": True,
+                },
             )
             assert not r.is_error, r.content
             with anyio.fail_after(20):  # the write, then its delivery: within a window or two

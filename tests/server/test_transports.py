@@ -101,7 +101,12 @@ async def test_stdio_serve_sandbox_books_and_delivers(tmp_path: Path) -> None:
         assert "sync://dead-letter/{entry_id}" in templates
         r = await client.call_tool(
             "create_appointment",
-            {"first_name": "Stdio", "email": "stdio@example.com", "start_time": "2026-12-03T15:00:00Z"},
+            {
+                "first_name": "Stdio",
+                "email": "stdio@example.com",
+                "start_time": "2026-12-03T15:00:00Z",
+                "allow_past": True,
+            },
         )
         assert not r.is_error, r.content
         status = await wait_delivered(client, 1)
@@ -122,7 +127,12 @@ async def test_http_transport_serves_tools_and_health(tmp_path: Path) -> None:
             assert names >= EXPECTED_TOOLS
             r = await client.call_tool(
                 "create_appointment",
-                {"first_name": "Http", "phone": "+15550001111", "start_time": "2026-12-03T16:00:00Z"},
+                {
+                    "first_name": "Http",
+                    "phone": "+15550001111",
+                    "start_time": "2026-12-03T16:00:00Z",
+                    "allow_past": True,
+                },
             )
             assert not r.is_error, r.content
             await wait_delivered(client, 1)

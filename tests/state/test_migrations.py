@@ -25,6 +25,9 @@ TABLES = {
     "sync_log",
     "inbox_events",
     "worker_heartbeats",
+    "call_logs",
+    "call_pulls",
+    "connection_state",
     "alembic_version",
 }
 
@@ -35,7 +38,7 @@ async def test_upgrade_creates_every_table_and_is_repeatable(tmp_path: Path) -> 
         await db.upgrade()
         assert (tmp_path / "nested" / "state" / "crm-mcp.db").exists()
         await db.upgrade()  # at head: nothing to do, no error
-        assert await db.current_revision() == "0004"
+        assert await db.current_revision() == "0007"
         async with db.engine.connect() as conn:
             names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         assert names == TABLES
@@ -110,7 +113,7 @@ async def test_concurrent_first_starts_migrate_once(tmp_path: Path) -> None:
     dbs = [Database(f"sqlite+aiosqlite:///{tmp_path}/race.db") for _ in range(3)]
     try:
         await asyncio.gather(*(d.upgrade() for d in dbs))
-        assert await dbs[0].current_revision() == "0004"
+        assert await dbs[0].current_revision() == "0007"
     finally:
         for d in dbs:
             await d.dispose()

@@ -31,6 +31,7 @@ BOOKING = {
     "last_name": "Doe",
     "email": "jane@example.com",
     "start_time": "2026-12-01T15:00:00",
+    "allow_past": True,  # fixed dates, recorded even once they are past
     "timezone": "America/New_York",
     "title": "Property tour",
     "notes": "Two-bedroom",

@@ -26,6 +26,7 @@ BOOKING = {
     "first_name": "Sam",
     "email": "sam@example.com",
     "start_time": "2026-12-01T15:00:00",
+    "allow_past": True,  # fixed dates, recorded even once they are past
     "timezone": "America/New_York",
 }
 

@@ -40,10 +40,15 @@ def _connector(connection: str, options: dict[str, Any]) -> Connector:
     if oauth and not (options.get("refresh_token") or options.get("token_store")):
         missing.append("refresh_token")
     if missing:
+        # the env vars make only the default connection, named after the provider
+        where = (
+            f"set {', '.join(f'CRM_MCP_GHL_{k.upper()}' for k in missing)}, or those keys in its "
+            "crm-mcp.toml table"
+            if connection == "gohighlevel"
+            else f"set {', '.join(missing)} in its [connections.{connection}] table in crm-mcp.toml"
+        )
         raise ConfigurationError(
-            f"gohighlevel connection {connection!r} is missing {', '.join(missing)} "
-            "(env CRM_MCP_GHL_TOKEN, or CRM_MCP_GHL_CLIENT_ID / CRM_MCP_GHL_CLIENT_SECRET / "
-            "CRM_MCP_GHL_REFRESH_TOKEN for OAuth; and CRM_MCP_GHL_LOCATION_ID)"
+            f"gohighlevel connection {connection!r} is missing {', '.join(missing)}: {where}."
         )
     kwargs = client_kwargs(GHL_SPEC, connection, options)
     if options.get("base_url"):

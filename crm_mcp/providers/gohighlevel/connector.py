@@ -121,7 +121,10 @@ class GoHighLevelConnector:
         `refresh_token` and/or a `token_store` holding the rotated one) — OAuth wins when both.
         """
         if not location_id:
-            raise ConfigurationError("gohighlevel: location_id is required (CRM_MCP_GHL_LOCATION_ID)")
+            raise ConfigurationError(
+                f"gohighlevel connection {connection!r}: location_id is required "
+                "(CRM_MCP_GHL_LOCATION_ID, or location_id in its crm-mcp.toml table)"
+            )
         self.connection = connection
         self.location_id = location_id
         self.respect_free_slots = respect_free_slots

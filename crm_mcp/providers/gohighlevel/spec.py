@@ -49,4 +49,5 @@ GHL_SPEC = ProviderSpec(
     },
     tenant_option="location_id",
     tenant_label="location",
+    ping_checks_tenant=True,  # ping is GET /locations/{location_id}
 )

@@ -54,19 +54,40 @@ def _num(pattern: str, text: str, group: int = 1) -> float:
     return float(m.group(group).replace(",", ""))
 
 
+def _at_most(
+    bench: str,
+    name: str,
+    value: float,
+    limit: float,
+    baseline: float | None = None,
+    baseline_label: str = "",
+    target: str = "",
+    unit: str = "",
+) -> Figure:
+    """A figure met when `value <= limit`; its target reads `<= limit` unless `target` is given."""
+    target = target or f"<= {limit:g}"
+    return Figure(bench, name, value, baseline, baseline_label, target, limit, value <= limit, unit)
+
+
+def _at_least(
+    bench: str, name: str, value: float, limit: float, baseline: float | None = None, baseline_label: str = ""
+) -> Figure:
+    """A figure met when `value >= limit`."""
+    return Figure(bench, name, value, baseline, baseline_label, f">= {limit:g}", limit, value >= limit)
+
+
 def _startup(out: str) -> list[Figure]:
     bare = _num(r"cold start median: bare ([\d.]+) ms", out)
     ours = _num(r"crm-mcp ([\d.]+) ms \(", out)
     return [
-        Figure(
+        _at_most(
             "startup",
             "cold start to initialize",
             ours,
+            1.2 * bare,
             bare,
             "bare MCP server",
             "<= 1.2 x baseline",
-            1.2 * bare,
-            ours <= 1.2 * bare,
             "ms",
         )
     ]
@@ -76,15 +97,14 @@ def _latency(out: str) -> list[Figure]:
     bare = _num(r"bare ping ([\d.]+) ms", out)
     ours = _num(r"get_sync_status ([\d.]+) ms", out)
     return [
-        Figure(
+        _at_most(
             "latency",
             "tool call median (get_sync_status)",
             ours,
+            1.5 * bare,
             bare,
             "bare server's trivial tool",
             "<= 1.5 x baseline",
-            1.5 * bare,
-            ours <= 1.5 * bare,
             "ms",
         )
     ]
@@ -96,10 +116,8 @@ def _quota(out: str) -> list[Figure]:
     naive = _num(r"naive quota_use=([\d.]+)", out)
     naive429 = _num(r"naive quota_use=[\d.]+ 429s=(\d+)", out)
     return [
-        Figure(
-            "quota", "quota use", ours, naive, "naive client (retry on 429)", ">= 0.95", 0.95, ours >= 0.95
-        ),
-        Figure("quota", "429s received", ours429, naive429, "naive client", "0", 0, ours429 == 0),
+        _at_least("quota", "quota use", ours, 0.95, naive, "naive client (retry on 429)"),
+        _at_most("quota", "429s received", ours429, 0, naive429, "naive client", target="0"),
     ]
 
 
@@ -119,15 +137,8 @@ def _faults(out: str) -> list[Figure]:
             None,
             ok,
         ),
-        Figure(
-            "faults",
-            "duplicates + lost under faults",
-            dup + lost,
-            0.0,
-            "fault-free run",
-            "0",
-            0,
-            dup + lost == 0,
+        _at_most(
+            "faults", "duplicates + lost under faults", dup + lost, 0, 0.0, "fault-free run", target="0"
         ),
     ]
 
@@ -138,21 +149,17 @@ def _outbox(out: str) -> list[Figure]:
         c, ratio = m.group(1), float(m.group(2))
         bare = _num(rf"bare_client_ratio_c{c} = ([\d.]+)", out)
         figures.append(
-            Figure(
+            _at_least(
                 "outbox",
                 f"delivery vs ideal C/latency, C={c}",
                 ratio,
+                0.9,
                 bare,
                 "bare connector at the same C",
-                ">= 0.9",
-                0.9,
-                ratio >= 0.9,
             )
         )
     batched = _num(r"enqueue_batched_ratio = ([\d.]+)", out)
-    figures.append(
-        Figure("outbox", "batched enqueues / 5,000 per s", batched, None, "", ">= 1", 1.0, batched >= 1)
-    )
+    figures.append(_at_least("outbox", "batched enqueues / 5,000 per s", batched, 1.0))
     return figures
 
 
@@ -161,18 +168,8 @@ def _requests(out: str) -> list[Figure]:
     target = _num(r"requests_per_booking = [\d.]+\s+\(target <= ([\d.]+)", out)
     minimum = _num(r"writes = ([\d.]+) per booking", out)
     guarded = _num(r"baseline with every guard read ([\d.]+)", out)
-    return [
-        Figure(
-            "requests_per_booking",
-            "GoHighLevel requests per booking",
-            per,
-            minimum,
-            f"minimum (writes served); every guard read: {guarded:.2f}",
-            f"<= {target:g}",
-            target,
-            per <= target,
-        ),
-    ]
+    label = f"minimum (writes served); every guard read: {guarded:.2f}"
+    return [_at_most("requests_per_booking", "GoHighLevel requests per booking", per, target, minimum, label)]
 
 
 def _sync_records(out: str) -> list[Figure]:
@@ -180,16 +177,9 @@ def _sync_records(out: str) -> list[Figure]:
     target = _num(r"\(target <= ([\d.]+)\)", out)
     naive = _num(r"baseline: .*?write_calls_per_record=([\d.]+)", out)
     return [
-        Figure(
-            "sync_records",
-            "HubSpot write calls per record",
-            per,
-            naive,
-            "upsert_contact one by one",
-            f"<= {target:g}",
-            target,
-            per <= target,
-        ),
+        _at_most(
+            "sync_records", "HubSpot write calls per record", per, target, naive, "upsert_contact one by one"
+        )
     ]
 
 
@@ -208,7 +198,7 @@ def _calls(out: str) -> list[Figure]:
             f"<= {target:g} x baseline",
             target * naive,
             ratio <= target,
-        ),
+        )
     ]
 
 
@@ -216,15 +206,13 @@ def _tenants(out: str) -> list[Figure]:
     fair = _num(r"tenants_fair_p95_ratio = ([\d.]+)", out)
     unfair = _num(r"tenants_unfair_p95_ratio = ([\d.]+)", out)
     return [
-        Figure(
+        _at_most(
             "tenants",
             "quiet tenants' p95 latency beside a backlog / without",
             fair,
+            2.0,
             unfair,
             "oldest-first claims, same ratio",
-            "<= 2",
-            2.0,
-            fair <= 2.0,
         )
     ]
 
@@ -233,32 +221,22 @@ def _scale(out: str) -> list[Figure]:
     figures = []
     two = re.search(r"scale_ratio_2_workers = ([\d.]+)", out)
     if two:
-        value = float(two.group(1))
         figures.append(
-            Figure(
-                "scale", "2 workers' ops/s / 1 worker's", value, 1.0, "1 worker", ">= 1.7", 1.7, value >= 1.7
-            )
+            _at_least("scale", "2 workers' ops/s / 1 worker's", float(two.group(1)), 1.7, 1.0, "1 worker")
         )
     errors = _num(r"scale_strict_429s = ([\d.]+)", out)
     use = _num(r"scale_strict_quota_use = ([\d.]+)", out)
-    figures.append(
-        Figure("scale", "429s, 4 workers on one Redis limit", errors, None, "", "0", 0.0, errors == 0)
-    )
-    figures.append(
-        Figure("scale", "quota use, 4 workers on one Redis limit", use, None, "", ">= 0.9", 0.9, use >= 0.9)
-    )
+    figures.append(_at_most("scale", "429s, 4 workers on one Redis limit", errors, 0.0, target="0"))
+    figures.append(_at_least("scale", "quota use, 4 workers on one Redis limit", use, 0.9))
     for m in re.finditer(r"engine_overhead_c(\d+) = ([\d.]+)", out):
-        value = float(m.group(2))
         figures.append(
-            Figure(
+            _at_most(
                 "scale",
                 f"engine CPU/request / bare connector's, C={m.group(1)}",
-                value,
+                float(m.group(2)),
+                1.3,
                 1.0,
                 "bare connector",
-                "<= 1.3",
-                1.3,
-                value <= 1.3,
             )
         )
     return figures

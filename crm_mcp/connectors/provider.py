@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from crm_mcp.sandbox.faults import FaultInjector
+    from crm_mcp.sandbox.runner import SandboxServer
 
     from .base import Connector, ProviderSpec
     from .webhooks import WebhookAdapter
@@ -123,6 +124,37 @@ class SandboxHandle(Protocol):
     ) -> tuple[bytes, dict[str, str]]: ...
     def reset(self) -> None: ...
     def stop(self) -> None: ...
+
+
+class Simulator(Protocol):
+    """What `SimulatorHandle` needs of a simulator."""
+
+    @property
+    def faults(self) -> FaultInjector: ...
+    def reset(self) -> None: ...
+
+
+SimT = TypeVar("SimT", bound=Simulator)
+
+
+class SimulatorHandle(Generic[SimT]):
+    """The part of a `SandboxHandle` every provider's does the same way: the simulator and its
+    server (`crm_mcp.sandbox.runner.SandboxServer`), its faults, reset and stop."""
+
+    def __init__(self, sim: SimT, server: SandboxServer) -> None:
+        self.sim = sim
+        self.server = server
+        self.url = server.url
+
+    @property
+    def faults(self) -> FaultInjector:
+        return self.sim.faults
+
+    def reset(self) -> None:
+        self.sim.reset()
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 @dataclass(frozen=True)

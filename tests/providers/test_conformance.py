@@ -43,6 +43,7 @@ from crm_mcp.errors import (
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import InboxEvent
 from crm_mcp.sync.inbox import receive
+from tests.providers.support import FakeTime, running_sandbox
 
 pytestmark = pytest.mark.anyio
 
@@ -51,32 +52,9 @@ NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 CONNECTION = "conformance"
 
 
-class FakeTime:
-    """The connectors' monotonic clock; `sleep` moves it (and records the wait) instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
-
-
 @pytest.fixture(scope="module", params=CONFORMING, ids=lambda p: p.name)
 def running(request: pytest.FixtureRequest) -> Iterator[tuple[Provider, SandboxHandle]]:
-    provider: Provider = request.param
-    assert provider.sandbox is not None
-    handle = provider.sandbox(0)
-    # The simulators keep their windows on wall time, the connectors here on virtual time: a
-    # budget far above what any case spends keeps the two from disagreeing (429s come from faults).
-    handle.set_limits(burst=10_000)
-    yield provider, handle
-    handle.stop()
+    yield from running_sandbox(request.param)
 
 
 @pytest.fixture
@@ -93,7 +71,8 @@ def sandbox(running: tuple[Provider, SandboxHandle]) -> SandboxHandle:
 
 @pytest.fixture
 def fake() -> FakeTime:
-    return FakeTime()
+    """The connectors' monotonic clock; `sleep` moves it (and records the wait) instead of waiting."""
+    return FakeTime(yields=True)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ clock (tests/providers/<name>/).
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,36 +23,16 @@ from crm_mcp.connectors.base import CallLogs, CallSession, Connector, require
 from crm_mcp.connectors.provider import Provider
 from crm_mcp.connectors.registry import providers
 from crm_mcp.errors import InvalidRequestError, RetryableError, UpstreamUnavailableError
+from tests.providers.support import FakeTime, running_sandbox
 
 pytestmark = pytest.mark.anyio
 
 TELEPHONY = [p for p in providers() if p.connector and p.sandbox and "call_logs" in p.capabilities]
 
 
-class FakeTime:
-    """The connectors' monotonic clock; `sleep` moves it instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
-
-
 @pytest.fixture(scope="module", params=TELEPHONY, ids=lambda p: p.name)
 def running(request: pytest.FixtureRequest) -> Iterator[tuple[Provider, Any]]:
-    provider: Provider = request.param
-    assert provider.sandbox is not None
-    handle = provider.sandbox(0)
-    handle.set_limits(burst=10_000)  # 429s come from faults: the windows run on wall time
-    yield provider, handle
-    handle.stop()
+    yield from running_sandbox(request.param)
 
 
 @pytest.fixture
@@ -65,7 +44,8 @@ def sandbox(running: tuple[Provider, Any]) -> Any:
 
 @pytest.fixture
 def fake() -> FakeTime:
-    return FakeTime()
+    """The connectors' monotonic clock; `sleep` moves it instead of waiting."""
+    return FakeTime(yields=True)
 
 
 @pytest.fixture

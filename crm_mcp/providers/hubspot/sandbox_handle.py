@@ -11,6 +11,8 @@ import itertools
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from crm_mcp.connectors.provider import SimulatorHandle
+
 from .sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
@@ -22,20 +24,13 @@ from .sandbox import (
 )
 
 if TYPE_CHECKING:
-    from crm_mcp.sandbox.faults import FaultInjector
     from crm_mcp.sandbox.runner import SandboxServer
 
 
-class HubSpotSandboxHandle:
+class HubSpotSandboxHandle(SimulatorHandle[HubSpotSandbox]):
     def __init__(self, sim: HubSpotSandbox, server: SandboxServer) -> None:
-        self.sim = sim
-        self.server = server
-        self.url = server.url
+        super().__init__(sim, server)
         self._webhook_contacts = itertools.count(1)
-
-    @property
-    def faults(self) -> FaultInjector:
-        return self.sim.faults
 
     def connection_options(self) -> dict[str, Any]:
         return {
@@ -91,12 +86,6 @@ class HubSpotSandboxHandle:
         if tenant is not None:
             event["portalId"] = int(tenant) if tenant.isdigit() else tenant
         return self.sim.webhook_delivery(url, [event], timestamp=when)
-
-    def reset(self) -> None:
-        self.sim.reset()
-
-    def stop(self) -> None:
-        self.server.stop()
 
     def summary(self) -> list[tuple[str, str]]:
         """What the CRM holds, for `crm-mcp demo`: an ("appointment", line) row per meeting (its

@@ -10,7 +10,9 @@ provider's `sandbox` factory, so the simulator stays out of start-up.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from crm_mcp.connectors.provider import SimulatorHandle
 
 from .sandbox import (
     SANDBOX_ACCOUNT_ID,
@@ -22,21 +24,8 @@ from .sandbox import (
     start_ringcentral_sandbox,
 )
 
-if TYPE_CHECKING:
-    from crm_mcp.sandbox.faults import FaultInjector
-    from crm_mcp.sandbox.runner import SandboxServer
 
-
-class RingCentralSandboxHandle:
-    def __init__(self, sim: RingCentralSandbox, server: SandboxServer) -> None:
-        self.sim = sim
-        self.server = server
-        self.url = server.url
-
-    @property
-    def faults(self) -> FaultInjector:
-        return self.sim.faults
-
+class RingCentralSandboxHandle(SimulatorHandle[RingCentralSandbox]):
     def connection_options(self) -> dict[str, Any]:
         """A server-to-server app: the JWT grant."""
         return {
@@ -103,12 +92,6 @@ class RingCentralSandboxHandle:
     def release_recordings(self) -> int:
         """Recordings still processing become ready; how many did."""
         return self.sim.release_recordings()
-
-    def reset(self) -> None:
-        self.sim.reset()
-
-    def stop(self) -> None:
-        self.server.stop()
 
     def summary(self) -> list[tuple[str, str]]:
         described = self.sim.describe()

@@ -12,6 +12,8 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from crm_mcp.connectors.provider import SimulatorHandle
+
 from .sandbox import (
     SANDBOX_CHANNEL_ID,
     SANDBOX_CHANNEL_TOKEN,
@@ -24,20 +26,13 @@ from .sandbox import (
 )
 
 if TYPE_CHECKING:
-    from crm_mcp.sandbox.faults import FaultInjector
     from crm_mcp.sandbox.runner import SandboxServer
 
 
-class ZohoSandboxHandle:
+class ZohoSandboxHandle(SimulatorHandle[ZohoSandbox]):
     def __init__(self, sim: ZohoSandbox, server: SandboxServer) -> None:
-        self.sim = sim
-        self.server = server
-        self.url = server.url
+        super().__init__(sim, server)
         self._people = itertools.count(1)
-
-    @property
-    def faults(self) -> FaultInjector:
-        return self.sim.faults
 
     def connection_options(self) -> dict[str, Any]:
         accounts, api = self.sim.hosts(self.url)
@@ -103,12 +98,6 @@ class ZohoSandboxHandle:
         data = json.loads(body)
         data["token"] = "guessed-" + str(data.get("token", ""))[::-1]
         return json.dumps(data).encode(), headers
-
-    def reset(self) -> None:
-        self.sim.reset()
-
-    def stop(self) -> None:
-        self.server.stop()
 
     def summary(self) -> list[tuple[str, str]]:
         """What the CRM holds, for `crm-mcp demo`: an ("appointment", line) row per event, then counts."""

@@ -3,20 +3,13 @@ test's fake clock for each test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from crm_mcp.providers.hubspot.sandbox import HubSpotSandbox, start_hubspot_sandbox
 from crm_mcp.sandbox.runner import SandboxServer
-from tests.providers.hubspot.support import FakeTime
+from tests.providers.support import FakeTime, served_fixture
 
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[HubSpotSandbox, SandboxServer]]:
-    sandbox, server = start_hubspot_sandbox()
-    yield sandbox, server
-    server.stop()
+served = served_fixture(start_hubspot_sandbox)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from crm_mcp.providers.hubspot.sandbox import (
     HubSpotSandbox,
 )
 from crm_mcp.sandbox.runner import SandboxServer
-from tests.providers.hubspot.support import FakeTime, NoJitter
+from tests.providers.support import FakeTime, NoJitter
 
 START = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)
 

@@ -25,7 +25,7 @@ from crm_mcp.providers.hubspot.sandbox import (
     HubSpotSandbox,
 )
 from crm_mcp.sandbox.runner import SandboxServer
-from tests.providers.hubspot.support import FakeTime, NoJitter
+from tests.providers.support import FakeTime, NoJitter
 
 
 def make(served: tuple[HubSpotSandbox, SandboxServer], fake: FakeTime, **kw: Any) -> HubSpotConnector:

@@ -3,25 +3,21 @@ clock and seeded with a call history ending at that clock's now, for each test."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
 
 import pytest
 
 from crm_mcp.providers.ringcentral.sandbox import RingCentralSandbox, start_ringcentral_sandbox
 from crm_mcp.sandbox.runner import SandboxServer
-from tests.providers.ringcentral.support import FakeTime
+from tests.providers.support import FakeTime, served_fixture
 
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[RingCentralSandbox, SandboxServer]]:
-    sandbox, server = start_ringcentral_sandbox()
-    yield sandbox, server
-    server.stop()
+served = served_fixture(start_ringcentral_sandbox)
 
 
 @pytest.fixture
 def fake() -> FakeTime:
-    return FakeTime()
+    """Its epoch is the real now (to the second), not the fixed date the other providers use."""
+    return FakeTime(epoch=float(int(time.time())))
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ its token expiry and the simulator (epoch), moved only by the client's `sleep`."
 
 from __future__ import annotations
 
-import random
-import time
 from typing import Any
 
 from crm_mcp.providers.ringcentral.connector import RingCentralConnector
@@ -15,28 +13,7 @@ from crm_mcp.providers.ringcentral.sandbox import (
     SANDBOX_JWT,
     SANDBOX_REFRESH_TOKEN,
 )
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.epoch = float(int(time.time()))
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.epoch + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-
-
-class NoJitter(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return a
+from tests.providers.support import FakeTime, NoJitter
 
 
 def connector(url: str, fake: FakeTime, *, oauth: bool = False, **kw: Any) -> RingCentralConnector:

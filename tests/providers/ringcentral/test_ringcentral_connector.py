@@ -16,7 +16,8 @@ from crm_mcp.connectors.oauth import MemoryTokenStore
 from crm_mcp.errors import AuthError, InvalidRequestError, NotFoundError
 from crm_mcp.providers.ringcentral.connector import RingCentralConnector
 from crm_mcp.providers.ringcentral.sandbox import SANDBOX_REFRESH_TOKEN, RingCentralSandbox
-from tests.providers.ringcentral.support import FakeTime, connector
+from tests.providers.ringcentral.support import connector
+from tests.providers.support import FakeTime
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ from crm_mcp.providers.ringcentral.sandbox import (
     RingCentralSandbox,
 )
 from crm_mcp.providers.ringcentral.sandbox.calls import generate
-from tests.providers.ringcentral.support import FakeTime
+from tests.providers.support import FakeTime
 
 BASIC = base64.b64encode(f"{SANDBOX_CLIENT_ID}:{SANDBOX_CLIENT_SECRET}".encode()).decode()
 

@@ -4,7 +4,7 @@ for each test; connectors on the same virtual clock (their waits move it, never 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,33 +14,9 @@ from crm_mcp.providers.zoho.connector import ZohoConnector
 from crm_mcp.providers.zoho.sandbox import ZohoSandbox, start_zoho_sandbox
 from crm_mcp.providers.zoho.sandbox_handle import ZohoSandboxHandle
 from crm_mcp.sandbox.runner import SandboxServer
+from tests.providers.support import FakeTime, served_fixture
 
-
-class FakeTime:
-    """Monotonic `clock` for the client, epoch `wall` for the simulator and the token clock;
-    `sleep` advances both."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.epoch = 1_772_000_000.0  # 2026-02-25
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.epoch + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[ZohoSandbox, SandboxServer]]:
-    sim, server = start_zoho_sandbox()
-    yield sim, server
-    server.stop()
+served = served_fixture(start_zoho_sandbox)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from crm_mcp.providers.zoho.connector import ZohoConnector
 from crm_mcp.providers.zoho.sandbox import ZohoSandbox
 from crm_mcp.providers.zoho.sandbox_handle import ZohoSandboxHandle
 from crm_mcp.providers.zoho.settings import DATA_CENTRES, ZohoSettings, endpoints
-from tests.providers.zoho.conftest import FakeTime
+from tests.providers.support import FakeTime
 
 pytestmark = pytest.mark.anyio
 

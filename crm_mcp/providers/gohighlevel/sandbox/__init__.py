@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from crm_mcp.connectors.provider import SimulatorHandle
 from crm_mcp.providers.gohighlevel.sandbox.oauth import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from crm_mcp.providers.gohighlevel.sandbox.signer import GHLWebhookSigner, ghl_event_body
 from crm_mcp.providers.gohighlevel.sandbox.simulator import (
@@ -17,7 +18,6 @@ from crm_mcp.providers.gohighlevel.sandbox.simulator import (
     GHLSandbox,
     GHLSandboxConfig,
 )
-from crm_mcp.sandbox.faults import FaultInjector
 from crm_mcp.sandbox.runner import SandboxServer
 
 __all__ = [
@@ -39,21 +39,12 @@ def start_ghl_sandbox(
     return sandbox, SandboxServer(sandbox.app, port=port).start()
 
 
-class GHLSandboxHandle:
+class GHLSandboxHandle(SimulatorHandle[GHLSandbox]):
     """A running GoHighLevel simulator as `crm_mcp.connectors.provider.SandboxHandle`.
 
     Webhooks are signed with a key pair generated for this handle (RSA for ``x-wh-signature``,
     Ed25519 for ``X-GHL-Signature``); `connection_options` hands out the public halves.
     """
-
-    def __init__(self, sim: GHLSandbox, server: SandboxServer) -> None:
-        self.sim = sim
-        self.server = server
-        self.url = server.url
-
-    @property
-    def faults(self) -> FaultInjector:
-        return self.sim.faults
 
     @functools.cached_property
     def signer(self) -> GHLWebhookSigner:
@@ -117,12 +108,9 @@ class GHLSandboxHandle:
         return body, self.signer.headers(body)
 
     def reset(self) -> None:
-        self.sim.reset()
+        super().reset()
         self.sim.oauth.revoke()
         self.sim.oauth.grants.clear()
-
-    def stop(self) -> None:
-        self.server.stop()
 
     def summary(self) -> list[tuple[str, str]]:
         """What the CRM holds, for `crm-mcp demo`: an ("appointment", line) row per calendar event

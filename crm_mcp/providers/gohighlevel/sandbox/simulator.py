@@ -38,6 +38,7 @@ from crm_mcp.providers.gohighlevel.sandbox.api import GHLApi
 from crm_mcp.providers.gohighlevel.sandbox.limits import RateLimiter, Stats
 from crm_mcp.providers.gohighlevel.sandbox.oauth import GHLOAuth
 from crm_mcp.sandbox.asgi import answer_after, buffered
+from crm_mcp.sandbox.control import control_routes
 from crm_mcp.sandbox.faults import FaultInjector, apply_fault
 
 SANDBOX_TOKEN = "sandbox-ghl-token"  # noqa: S105 - a published test credential
@@ -230,45 +231,19 @@ class GHLSandbox:
         )
 
     def _control_routes(self) -> list[Route]:
-        async def state(request: Request) -> Response:
-            return JSONResponse(self.snapshot())
-
-        async def stats(request: Request) -> Response:
-            return JSONResponse(self.stats)
-
-        async def faults(request: Request) -> Response:
-            if request.method == "DELETE":
-                self.faults.clear()
-            elif request.method == "POST":
-                try:
-                    kwargs = await request.json()
-                    self.faults.set(kwargs.pop("kind"), **kwargs)
-                except (ValueError, TypeError, KeyError) as exc:
-                    return JSONResponse({"error": f"bad fault: {exc}"}, status_code=400)
-            return JSONResponse(self.faults.describe())
-
-        async def reset(request: Request) -> Response:
-            self.reset()
-            return JSONResponse({"ok": True})
-
-        async def limits(request: Request) -> Response:
-            try:
-                self.set_limits(**(await request.json()))
-            except (ValueError, TypeError) as exc:
-                return JSONResponse({"error": f"bad limits: {exc}"}, status_code=400)
+        def limits(body: dict[str, Any]) -> dict[str, Any]:
+            self.set_limits(**body)
             c = self.config
-            return JSONResponse(
-                {
-                    "burst_max": c.burst_max,
-                    "burst_interval_ms": c.burst_interval_ms,
-                    "daily_limit": c.daily_limit,
-                }
-            )
+            return {
+                "burst_max": c.burst_max,
+                "burst_interval_ms": c.burst_interval_ms,
+                "daily_limit": c.daily_limit,
+            }
 
-        return [
-            Route("/_sandbox/state", state, methods=["GET"]),
-            Route("/_sandbox/stats", stats, methods=["GET"]),
-            Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
-            Route("/_sandbox/reset", reset, methods=["POST"]),
-            Route("/_sandbox/limits", limits, methods=["POST"]),
-        ]
+        return control_routes(
+            state=self.snapshot,
+            stats=lambda: self.stats,
+            faults=self.faults,
+            reset=self.reset,
+            limits=limits,
+        )

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from crm_mcp.providers.zoho.settings import DATA_CENTRES
 from crm_mcp.sandbox.asgi import buffered
+from crm_mcp.sandbox.control import faults_route
 from crm_mcp.sandbox.faults import FaultInjector, apply_fault
 from crm_mcp.sandbox.runner import SandboxServer
 
@@ -124,7 +125,7 @@ class ZohoSandbox:
         self.api = Api(self)
         routes = [
             Route("/{host}/oauth/v2/token", self.accounts.token, methods=["POST"]),
-            Route("/_sandbox/faults", self._faults, methods=["GET", "POST", "DELETE"]),
+            faults_route(self.faults),
             Route("/_sandbox/reset", self._reset, methods=["POST"]),
             Route("/_sandbox/state", self._state, methods=["GET"]),
             *self.api.routes(),
@@ -188,14 +189,6 @@ class ZohoSandbox:
             "token": token,
         }
         return json.dumps(body).encode()
-
-    async def _faults(self, request: Request) -> Response:
-        if request.method == "POST":
-            spec: dict[str, Any] = await request.json()
-            self.faults.set(spec.pop("kind"), **spec)
-        elif request.method == "DELETE":
-            self.faults.clear()
-        return JSONResponse(self.faults.describe())
 
     async def _state(self, request: Request) -> Response:
         """Record counts, calls per route, credits used and token grants (for people and benches)."""

@@ -37,7 +37,8 @@ async def get_json(http: httpx2.AsyncClient, url: str) -> dict[str, Any]:
 
 
 def dead_listed(state: dict[str, Any]) -> bool:
-    return bool(state["dead_letters"]["count"])
+    """The dead letter is listed and the status snapshot (cached up to 2 s) has caught up with it."""
+    return bool(state["dead_letters"]["count"]) and state["status"]["totals"].get("dead", 0) > 0
 
 
 def delivered(op: dict[str, Any]) -> bool:

@@ -111,17 +111,6 @@ async def calls(args: argparse.Namespace, settings: Settings) -> int:
 async def _counts(rt: Any, source: str, ops: list[str]) -> dict[str, int]:
     from collections import Counter
 
-    from sqlalchemy import select
+    from crm_mcp.sync.call_pull import queued_calls
 
-    from crm_mcp.state.models import CallLog
-
-    if not ops:
-        return {}
-    db = await rt.database()
-    async with db.sessions() as session:
-        rows = (
-            await session.execute(
-                select(CallLog.status).where(CallLog.source == source, CallLog.operation_id.in_(ops))
-            )
-        ).scalars()
-        return dict(Counter(rows))
+    return dict(Counter(row.status for row in await queued_calls(rt, source, ops)))

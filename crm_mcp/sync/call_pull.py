@@ -30,7 +30,15 @@ from crm_mcp.connectors.phones import to_e164
 from crm_mcp.errors import ConfigurationError, CRMError
 from crm_mcp.scope import current_principal
 from crm_mcp.state.models import CallLog, CallPull
-from crm_mcp.sync.calls import CallPolicy, CallRecordingUpdate, CallsPage, external_number, lookup, pick
+from crm_mcp.sync.calls import (
+    CallPolicy,
+    CallRecordingUpdate,
+    CallsPage,
+    external_number,
+    lookup,
+    pick,
+    wants_lead,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -136,11 +144,13 @@ def capabilities(rt: Runtime, name: str) -> frozenset[str]:
     return get_provider(rt.connection(name).provider).capabilities
 
 
-def is_blocked(call: CallSession, blocklist: list[str]) -> bool:
-    if not blocklist:
-        return False
-    numbers = {to_e164(b) or b for b in blocklist}
-    return bool(numbers & {external_number(call), call.extension})
+def blocklist(entries: list[str]) -> frozenset[str]:
+    """The blocklist's numbers in E.164 (extensions as given), normalised once per pull."""
+    return frozenset(to_e164(b) or b for b in entries)
+
+
+def is_blocked(call: CallSession, blocked: frozenset[str]) -> bool:
+    return bool(blocked & {external_number(call), call.extension})
 
 
 def _page_id(source: str, calls: list[CallSession]) -> str:
@@ -205,12 +215,13 @@ async def pull_calls(
         assert since is not None
         start, end, cursor = since, until or now, None
     result = PullResult(source=src, target=tgt, since=start, until=end)
+    blocked = blocklist(rt.settings.calls_blocklist)
     db = await rt.database()
     while True:
         page = await telephony.list_calls(start, end, cursor)
         result.pages += 1
         result.seen += len(page.calls)
-        calls = [c for c in page.calls if not is_blocked(c, rt.settings.calls_blocklist)]
+        calls = [c for c in page.calls if not is_blocked(c, blocked)]
         result.blocked += len(page.calls) - len(calls)
         async with db.sessions() as session:
             known = {
@@ -267,11 +278,12 @@ async def _plan(
             found[number] = [c.id for c in await lookup(crm, number) if c.id]
         ids = found.get(number or "", [])
         contacts, match = pick([{"id": i} for i in ids], policy.match)
-        action = "log on " + ", ".join(contacts) if contacts else "skip (no record, no lead by rule)"
-        if (not contacts and policy.create == "always") or (
-            policy.create == "inbound" and call.direction == "inbound"
-        ):
-            action = action if contacts else "create a lead, then log"
+        if contacts:
+            action = "log on " + ", ".join(contacts)
+        elif wants_lead([call], policy.create):
+            action = "create a lead, then log"
+        else:
+            action = "skip (no record, no lead by rule)"
         out.append(
             {
                 "call": call.id,
@@ -284,7 +296,7 @@ async def _plan(
                 "recording": "none"
                 if call.recording is None
                 else ("ready" if call.recording.ready else "pending"),
-                "task": policy.missed_task and call.direction == "inbound" and call.result != "answered",
+                "task": policy.wants_task(call),
             }
         )
     return out
@@ -465,6 +477,16 @@ def record_outcome(conn: Connection, source: str, session_id: str, outcome: dict
     conn.execute(
         update(CallLog).where(CallLog.source == source, CallLog.session_id == session_id).values(**values)
     )
+
+
+async def queued_calls(rt: Runtime, source: str, operations: list[str]) -> list[CallLog]:
+    """The `call_logs` rows these operations deliver (what a run reports once they are done)."""
+    if not operations:
+        return []
+    db = await rt.database()
+    async with db.sessions() as session:
+        query = select(CallLog).where(CallLog.source == source, CallLog.operation_id.in_(operations))
+        return list((await session.execute(query)).scalars())
 
 
 def pipeline_configured(rt: Runtime) -> bool:

@@ -79,6 +79,10 @@ class CallPolicy(BaseModel):
     def owner_for(self, call: CallSession) -> str | None:
         return self.owners.get(call.extension or "", self.fallback_owner)
 
+    def wants_task(self, call: CallSession) -> bool:
+        """A follow-up task for a missed (or voicemail) inbound call."""
+        return self.missed_task and call.direction == "inbound" and call.result != "answered"
+
 
 class CallsPage(Command):
     """One page of call sessions from `source` (a telephony connection) to log on this
@@ -341,7 +345,7 @@ class CallsHandler:
         for contact_id in contacts:
             activities[contact_id] = await _log_one(crm, contact_id, call, body, owner, look)
         task = None
-        if policy.missed_task and call.direction == "inbound" and call.result in ("missed", "voicemail"):
+        if policy.wants_task(call):
             task = await _follow_up(crm, contacts[0], call, body, look, ctx.now)
         state = "none" if call.recording is None else recording.split(" ", 1)[0].strip(":")
         return {

@@ -83,17 +83,12 @@ async def _wait(rt: Runtime, ops: list[str], ctx: Context, seconds: float) -> No
 async def _outcome(rt: Runtime, source: str, ops: list[str]) -> tuple[list[CallLog], list[FailedCall]]:
     from sqlalchemy import select
 
-    from crm_mcp.state.models import CallLog, DeadLetter
+    from crm_mcp.state.models import DeadLetter
+    from crm_mcp.sync.call_pull import queued_calls
 
+    rows = await queued_calls(rt, source, ops)
     db = await rt.database()
     async with db.sessions() as session:
-        rows = list(
-            (
-                await session.execute(
-                    select(CallLog).where(CallLog.source == source, CallLog.operation_id.in_(ops))
-                )
-            ).scalars()
-        )
         dead = (
             await session.execute(
                 select(DeadLetter.operation_id, DeadLetter.reason).where(DeadLetter.operation_id.in_(ops))

@@ -8,7 +8,7 @@ import pytest
 
 from crm_mcp.connectors.base import CallRecording, CallSession
 from crm_mcp.connectors.phones import phone_variants, to_e164
-from crm_mcp.sync.call_pull import is_blocked
+from crm_mcp.sync.call_pull import blocklist, is_blocked
 from crm_mcp.sync.calls import compose, pick, recording_filename, subject, wants_lead
 
 
@@ -102,7 +102,7 @@ def test_recording_file_names_follow_the_content_type() -> None:
 
 
 def test_the_blocklist_takes_numbers_in_any_form_and_extensions() -> None:
-    assert is_blocked(call(), ["555-010-2030"])
-    assert is_blocked(call(), ["101"])
-    assert not is_blocked(call(), ["+15550000000"])
-    assert not is_blocked(call(), [])
+    assert is_blocked(call(), blocklist(["555-010-2030"]))
+    assert is_blocked(call(), blocklist(["101"]))
+    assert not is_blocked(call(), blocklist(["+15550000000"]))
+    assert not is_blocked(call(), blocklist([]))

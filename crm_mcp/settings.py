@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from crm_mcp.errors import ConfigurationError, register_secret
+from crm_mcp.scope import READ_SCOPE, WRITE_SCOPE
 
 CONFIG_FILE_NAME = "crm-mcp.toml"
 
@@ -110,7 +111,12 @@ class ConnectionSettings(BaseModel):
         ]
 
 
-DEFAULT_HTTP_SCOPES = ("crm:read", "crm:write")
+DEFAULT_HTTP_SCOPES = (READ_SCOPE, WRITE_SCOPE)
+
+
+def _words(value: Any) -> Any:
+    """A list given as one string, separated by commas or spaces (scopes, algorithms)."""
+    return value.replace(",", " ").split() if isinstance(value, str) else value
 
 
 class HttpTokenSettings(BaseModel):
@@ -124,7 +130,7 @@ class HttpTokenSettings(BaseModel):
     @field_validator("scopes", mode="before")
     @classmethod
     def _split_scopes(cls, value: Any) -> Any:
-        return value.replace(",", " ").split() if isinstance(value, str) else value
+        return _words(value)
 
 
 def _http_token_entries(value: Any) -> Any:
@@ -298,7 +304,7 @@ class Settings(BaseSettings):
             return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
         return value
 
-    @field_validator("calls_blocklist", "toolsets", mode="before")
+    @field_validator("calls_blocklist", "toolsets", "allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
@@ -349,7 +355,7 @@ class Settings(BaseSettings):
     @field_validator("oauth_algorithms", mode="before")
     @classmethod
     def _split_algorithms(cls, value: Any) -> Any:
-        return value.replace(",", " ").split() if isinstance(value, str) else value
+        return _words(value)
 
     @field_validator("oauth_algorithms")
     @classmethod
@@ -362,11 +368,6 @@ class Settings(BaseSettings):
                 f"{', '.join(allowed)} (never none or HS*)"
             )
         return value
-
-    @field_validator("allowed_hosts", mode="before")
-    @classmethod
-    def _split_hosts(cls, value: Any) -> Any:
-        return [h.strip() for h in value.split(",") if h.strip()] if isinstance(value, str) else value
 
     @field_validator("allowed_hosts")
     @classmethod

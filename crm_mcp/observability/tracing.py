@@ -175,7 +175,8 @@ class RequestRecord:
 def crm_request(provider: str, connection: str, method: str, path: str) -> Iterator[RequestRecord]:
     """One CRM request (all its retries): a CLIENT span under the current one, and a log line
     with the correlation id, the operation, the status and the CRM's own request id."""
-    operation = f"{method} {path_template(path)}"
+    template = path_template(path)
+    operation = f"{method} {template}"
     record = RequestRecord()
     started = time.perf_counter()
     with _tracer().start_as_current_span(
@@ -186,7 +187,7 @@ def crm_request(provider: str, connection: str, method: str, path: str) -> Itera
             "crm_mcp.connection": connection,
             "crm_mcp.operation": operation,
             "http.request.method": method,
-            "url.template": path_template(path),
+            "url.template": template,
         },
     ) as span:
         error: BaseException | None = None
@@ -223,20 +224,21 @@ def _finish(
     if error is not None:
         attributes["error.type"] = type(error).__name__
     span.set_attributes(attributes)
+    level = _level(error, retries, record.rate_limit_wait_s)
+    if not logger.isEnabledFor(level):  # most requests: a plain success logged at DEBUG
+        return
     fields = {
         "provider": provider,
         "connection": connection,
         "operation": operation,
         "status": record.status,
         "retries": retries,
-        "rate_limit_wait_s": round(record.rate_limit_wait_s, 3),
+        "rate_limit_wait_s": attributes["crm_mcp.rate_limit_wait_s"],
         "duration_ms": int((time.perf_counter() - started) * 1000),
         "crm_request_id": record.crm_request_id,
     }
     outcome = record.status if record.status is not None else type(error).__name__ if error else "?"
-    level = _level(error, retries, record.rate_limit_wait_s)
-    if logger.isEnabledFor(level):
-        logger.log(level, "crm request %s %s -> %s", provider, operation, outcome, extra=fields)
+    logger.log(level, "crm request %s %s -> %s", provider, operation, outcome, extra=fields)
 
 
 def _level(error: BaseException | None, retries: int, waited_s: float) -> int:

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 
 from crm_mcp.errors import ConfigurationError
+from crm_mcp.settings import DEFAULT_HTTP_SCOPES
 
 MIN_TOKEN_LENGTH = 32
-DEFAULT_SCOPES = ("crm:read", "crm:write")
+DEFAULT_SCOPES = DEFAULT_HTTP_SCOPES
 _HINT = "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
 
 

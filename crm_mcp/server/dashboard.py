@@ -42,7 +42,7 @@ from crm_mcp.errors import CRMError
 from crm_mcp.scope import current_principal
 from crm_mcp.server.principals import scoped_endpoint
 from crm_mcp.server.routes import mount
-from crm_mcp.server.security import transport_security
+from crm_mcp.server.security import answered_hosts, transport_security
 from crm_mcp.sync.retry import retry_failed
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class Dashboard:
     def __init__(self, rt: Runtime, *, require_token: bool, bind_host: str) -> None:
         self.rt = rt
         self.require_token = require_token
-        self.guard = TransportSecurityMiddleware(transport_security(bind_host, rt.settings.allowed_hosts))
+        self.guard = TransportSecurityMiddleware(transport_security(bind_host, answered_hosts(rt.settings)))
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
         self._sampled_at = float("-inf")
 

@@ -33,9 +33,11 @@ from mcp.server.auth.provider import AccessToken
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
+from crm_mcp.scope import ALL_SCOPES
+
 log = logging.getLogger(__name__)
 
-SCOPES_SUPPORTED = ["crm:read", "crm:write"]
+SCOPES_SUPPORTED = sorted(ALL_SCOPES)
 UNKNOWN_KID_REFETCH_S = 30.0  # at most one refetch for unknown key ids per this many seconds
 JWKS_MAX_AGE_S = 3600.0  # keys are fetched again after this long, whatever the tokens say
 PRM_PATH = "/.well-known/oauth-protected-resource"

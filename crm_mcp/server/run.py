@@ -160,7 +160,7 @@ async def serve(
     from crm_mcp.server import limits
     from crm_mcp.server.app import build_server
     from crm_mcp.server.event_store import DEFAULT_RETRY_MS, InMemoryEventStore
-    from crm_mcp.server.security import http_auth, log_host_check, public_hosts, transport_security
+    from crm_mcp.server.security import answered_hosts, http_auth, log_host_check, transport_security
 
     auth = http_auth(settings, transport, host, port)  # refuse before anything starts
     async with AsyncExitStack() as stack:
@@ -174,7 +174,7 @@ async def serve(
         server = build_server(rt, defer_catalogue=True, http_host=host, http_auth=auth)
         if server.watcher is not None:
             stack.push_async_callback(server.watcher.aclose)
-        answered = [*settings.allowed_hosts, *public_hosts(settings)]  # CRM_MCP_PUBLIC_URL's host too
+        answered = answered_hosts(settings)
         if transport != "stdio":
             log_host_check(host, answered)
             adopt_uvicorn_logging()  # uvicorn's lines in our log format (docs/observability.md)
@@ -262,11 +262,11 @@ async def _serve_webhooks(rt: Runtime, host: str, port: int) -> None:
 async def _serve_http(rt: Runtime, host: str, port: int, auth: Any) -> None:
     import uvicorn
 
-    from crm_mcp.server.security import log_host_check
+    from crm_mcp.server.security import answered_hosts, log_host_check
     from crm_mcp.server.worker_http import build_worker_app
 
     adopt_uvicorn_logging()
-    log_host_check(host, rt.settings.allowed_hosts)
+    log_host_check(host, answered_hosts(rt.settings))
     app = build_worker_app(rt, host=host, auth=auth)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     log.info("worker HTTP at http://%s:%d (/dashboard /metrics /healthz /readyz /webhooks)", host, port)

@@ -31,7 +31,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from crm_mcp.errors import ConfigurationError
 from crm_mcp.server.auth import StaticToken, check_http_token
-from crm_mcp.settings import Settings, is_loopback_host
+from crm_mcp.settings import Settings, check_base_url, is_loopback_host
 
 if TYPE_CHECKING:
     from mcp.server.auth.provider import TokenVerifier
@@ -153,11 +153,11 @@ def oauth_config(settings: Settings, host: str, port: int) -> OAuthConfig | None
     issuer = (settings.oauth_issuer or "").strip()
     if not issuer:
         return None
-    _check_url(issuer, "CRM_MCP_OAUTH_ISSUER")
+    check_base_url(issuer, setting="CRM_MCP_OAUTH_ISSUER")
     resource = f"{public_url(settings, host, port, needed_by='CRM_MCP_OAUTH_ISSUER')}/mcp"
     jwks = (settings.oauth_jwks_url or "").strip() or None
     if jwks is not None:
-        _check_url(jwks, "CRM_MCP_OAUTH_JWKS_URL")
+        check_base_url(jwks, setting="CRM_MCP_OAUTH_JWKS_URL")
     return OAuthConfig(
         issuer=issuer,
         audience=(settings.oauth_audience or "").strip() or resource,
@@ -177,7 +177,7 @@ def public_url(settings: Settings, host: str, port: int, *, needed_by: str) -> s
     """
     configured = (settings.public_url or "").strip()
     if configured:
-        _check_url(configured, "CRM_MCP_PUBLIC_URL")
+        check_base_url(configured, setting="CRM_MCP_PUBLIC_URL")
         return configured.rstrip("/")
     if is_loopback_host(host):
         return f"http://{_bracketed(host)}:{port}"
@@ -187,19 +187,11 @@ def public_url(settings: Settings, host: str, port: int, *, needed_by: str) -> s
     )
 
 
-def public_hosts(settings: Settings) -> list[str]:
-    """The Host name of CRM_MCP_PUBLIC_URL, answered like those in CRM_MCP_ALLOWED_HOSTS."""
+def answered_hosts(settings: Settings) -> list[str]:
+    """The Host names every HTTP surface (/mcp, the dashboard, the worker's) answers besides
+    loopback and the bound address: CRM_MCP_ALLOWED_HOSTS and the host of CRM_MCP_PUBLIC_URL."""
     configured = (settings.public_url or "").strip()
-    return [urlsplit(configured).netloc.lower()] if configured else []
-
-
-def _check_url(url: str, setting: str) -> None:
-    from crm_mcp.connectors.http import check_base_url
-
-    try:
-        check_base_url(url)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{setting}: {exc.message}") from None
+    return [*settings.allowed_hosts, *([urlsplit(configured).netloc.lower()] if configured else [])]
 
 
 def required_token(settings: Settings, transport: Literal["stdio", "sse", "http"], host: str) -> str | None:

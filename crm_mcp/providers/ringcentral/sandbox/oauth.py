@@ -17,9 +17,10 @@ from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs
 
+from crm_mcp.providers.ringcentral.spec import JWT_GRANT
+
 from .config import RingCentralSandboxConfig
 
-JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SCOPE = "ReadAccounts ReadCallLog ReadCallRecording"
 
 

@@ -324,7 +324,7 @@ def _database_error(exc: BaseException) -> str | None:
     if not (unreachable or refused or "OperationalError" in names):
         return None
     try:
-        from crm_mcp.cli_config import redact_url
+        from crm_mcp.settings import redact_url
 
         url = redact_url(load_settings().resolved_database_url()) or "?"
     except Exception:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from crm_mcp.settings import ConnectionSettings, Settings
+from crm_mcp.settings import ConnectionSettings, Settings, redact_url
 
 REDACTED = "***"
 _SECRET_WORDS = ("token", "secret", "key", "password", "jwt")
@@ -21,17 +21,6 @@ _SECRET_WORDS = ("token", "secret", "key", "password", "jwt")
 
 def _is_secret(name: str) -> bool:
     return any(word in name.lower() for word in _SECRET_WORDS)
-
-
-def redact_url(url: str | None) -> str | None:
-    """A URL with its password replaced (database and Redis URLs carry one)."""
-    if not url:
-        return url
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return url
-    return f"{scheme}://{creds.split(':', 1)[0]}:{REDACTED}@{host}"
 
 
 def _shown(name: str, value: Any) -> Any:

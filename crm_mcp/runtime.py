@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from crm_mcp.errors import ConfigurationError
 from crm_mcp.scope import current_principal
-from crm_mcp.settings import ConnectionSettings, Settings
+from crm_mcp.settings import ConnectionSettings, Settings, redact_url
 
 if TYPE_CHECKING:
     from crm_mcp.connectors.base import Connector
@@ -237,7 +237,7 @@ class Runtime:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "database": _redact_url(self.settings.resolved_database_url()),
+            "database": redact_url(self.settings.resolved_database_url()),
             "connections": [{"name": c.name, "provider": c.provider} for c in self.connections()],
         }
 
@@ -275,12 +275,3 @@ class _DatabaseTokenStore:
 
     async def save_tokens(self, provider: str, connection: str, tokens: dict[str, Any]) -> None:
         await (await self._get()).save_tokens(provider, connection, tokens)
-
-
-def _redact_url(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url

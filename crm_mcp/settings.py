@@ -114,6 +114,17 @@ class ConnectionSettings(BaseModel):
 DEFAULT_HTTP_SCOPES = (READ_SCOPE, WRITE_SCOPE)
 
 
+def redact_url(url: str | None) -> str | None:
+    """A URL with its password replaced by *** (database and Redis URLs carry one)."""
+    if not url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
 def _words(value: Any) -> Any:
     """A list given as one string, separated by commas or spaces (scopes, algorithms)."""
     return value.replace(",", " ").split() if isinstance(value, str) else value

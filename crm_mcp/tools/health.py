@@ -41,29 +41,33 @@ class HealthReport(BaseModel):
     recommendations: list[str] = Field(default_factory=list)
 
 
-async def outbox_numbers(rt: Runtime, name: str) -> dict[str, Any]:
-    """The connection's backlog, dead letters, webhooks and delivery over 1 h, 24 h and the
-    health window (`crm_mcp.views.connection_numbers`, as sync://status uses), and live workers."""
+async def outbox_numbers(rt: Runtime, names: list[str]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Each connection's backlog, dead letters, webhooks and delivery over 1 h, 24 h and the
+    health window (`crm_mcp.views.connection_numbers`, as sync://status uses: one grouped read
+    for all of them), and the live workers."""
     from sqlalchemy import func, select
 
     from crm_mcp.state.models import WorkerHeartbeat
 
     windows = {"1h": 3600.0, "24h": 86400.0, "window": rt.settings.health_window_seconds}
-    out = (await connection_numbers(rt, [name], windows=windows))[name]
+    numbers = await connection_numbers(rt, names, windows=windows)
     db = await rt.database()
     async with db.sessions() as s:
-        out["live_workers"] = (
+        live = (
             await s.execute(
                 select(func.count())
                 .select_from(WorkerHeartbeat)
                 .where(WorkerHeartbeat.seen_at >= rt.clock() - timedelta(seconds=30))
             )
         ).scalar_one()
-    return out
+    return numbers, int(live)
 
 
-async def check_one(rt: Runtime, name: str, provider: str) -> tuple[ConnectionHealth, int]:
-    """Check the connection now (the preflight, whose result is stored for the write tools too)."""
+async def check_one(
+    rt: Runtime, name: str, provider: str, numbers: dict[str, Any], live: int
+) -> ConnectionHealth:
+    """Check the connection now (the preflight, whose result is stored for the write tools too),
+    and judge it with its outbox `numbers` (from `outbox_numbers`)."""
     from crm_mcp.preflight import run_preflight
 
     declared = get_provider(provider)
@@ -86,14 +90,13 @@ async def check_one(rt: Runtime, name: str, provider: str) -> tuple[ConnectionHe
     if callable(snap):
         for key, value in quota(snap()).items():
             setattr(h, key, value)
-    numbers = await outbox_numbers(rt, name)
-    live = numbers.pop("live_workers")
+    numbers = dict(numbers)
     window = Window(
         rt.settings.health_window_seconds, numbers.pop("success_rate_window"), numbers.pop("attempts_window")
     )
     for key, value in numbers.items():
         setattr(h, key, value)
-    return judge(h, rt.settings.health, live, window=window, preflight=check), live
+    return judge(h, rt.settings.health, live, window=window, preflight=check)
 
 
 async def pipeline_health(
@@ -159,9 +162,10 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
                 reasons=[reason],
                 recommendations=[advice],
             )
-        results, live = [], 0
+        numbers, live = await outbox_numbers(rt, [c.name for c in targets])
+        results = []
         for conn in targets:
-            h, live = await check_one(rt, conn.name, conn.provider)
+            h = await check_one(rt, conn.name, conn.provider, numbers[conn.name], live)
             h.check_error = redact(h.check_error) if h.check_error else None
             results.append(h)
         t = rt.settings.health

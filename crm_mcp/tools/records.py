@@ -172,8 +172,11 @@ async def field_pairs(rt: Runtime, source: str, target: str) -> list[FieldPair]:
     ]
 
 
-async def run_sync(rt: Runtime, ctx: Context, req: SyncRequest) -> RunOutcome:
+async def run_sync(
+    rt: Runtime, ctx: Context, req: SyncRequest, pairs: list[FieldPair] | None = None
+) -> RunOutcome:
     """Walk the source, compare with the target, queue one operation per page with writes.
+    `pairs`: the field mapping, when the caller has just proposed it (else proposed here).
 
     Raises:
         ToolError: source and target are the same connection.
@@ -185,7 +188,8 @@ async def run_sync(rt: Runtime, ctx: Context, req: SyncRequest) -> RunOutcome:
     target = rt.connector(req.target, Contacts)
     if source.connection == target.connection:
         raise ToolError("source and target must be two different connections.")
-    pairs = await field_pairs(rt, source.connection, target.connection)
+    if pairs is None:
+        pairs = await field_pairs(rt, source.connection, target.connection)
     tags = isinstance(source, Tags) and isinstance(target, Tags)
     run = Run(None, "") if req.dry_run else await open_run(rt, req, target.connection)
     tally, page_no, cursor, walked = run.tally, run.last_page, run.next_cursor, 0

@@ -289,7 +289,7 @@ async def run_cross_validation(
         await ctx.report_progress(done, 2 * pages + 1, f"looked for {b}-only contacts")
     if repair_key and (report.missing_remote or report.mismatches):
         request = SyncRequest(a, b, since, "email", size, pages, idempotency_key=f"{repair_key}:sync")
-        outcome = await run_sync(rt, ctx, request)
+        outcome = await run_sync(rt, ctx, request, pairs)
         report.repairs = [
             Repair(issue="cross_crm_sync", local_id=f"page {page}", action=RecordsUpsert.action,
                    sync_operation_id=op_id, replayed=not created)

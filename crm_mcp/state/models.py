@@ -174,7 +174,9 @@ class SyncOperation(Base):
     __tablename__ = "sync_operations"
     __table_args__ = (
         CheckConstraint("status IN ('pending','in_flight','succeeded','dead')", name="status"),
-        Index("ix_sync_operations_status_next_attempt_at", "status", "next_attempt_at"),
+        # The fair claim (outbox.claim_due): the connections with pending work by a skip scan,
+        # each one's oldest due operations as one range; counts by status read it alone.
+        Index("ix_sync_operations_claim", "status", "connection", "next_attempt_at", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -144,3 +144,52 @@ async def test_concurrent_fair_claims_never_share_an_operation(db: Database) -> 
     assert len(ids) == len(set(ids)) == 35
     # together they took the first turns of every tenant before any tenant's later ones
     assert max(per_connection([op for ops in claims for op in ops]).values()) <= 6
+
+
+async def test_more_connections_than_one_statement_holds(db: Database) -> None:
+    """Past 200 connections the candidates are read in several statements; nobody is left out."""
+    for c in range(230):
+        await backlog(db, f"tenant{c:03d}", 2)
+    ops = await outbox.claim_due(db, worker_id="w", limit=230, lease=LEASE, now=T0 + timedelta(minutes=1))
+    assert Counter(op.connection for op in ops) == {f"tenant{c:03d}": 1 for c in range(230)}
+
+
+async def test_a_claim_reads_each_connection_by_index_range(tmp_path: Path) -> None:
+    """The claim's cost must not grow with a backlog: SQLite's plans for its statements use the
+    claim index per connection (a range, no full scan, no sort of every due operation) and the
+    primary key to lock what was picked."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/plan.db")
+    await database.upgrade()
+    await backlog(database, "noisy", 300)
+    await backlog(database, "quiet", 1)
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            statements.append((statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", capture)
+    try:
+        ops = await outbox.claim_due(db=database, worker_id="w", limit=2, lease=LEASE, now=T0)
+    finally:
+        event.remove(Engine, "before_cursor_execute", capture)
+    assert {op.connection for op in ops} == {"noisy", "quiet"}
+    path = database.sqlite_path
+    await database.dispose()
+    import sqlite3
+
+    plans = []
+    with sqlite3.connect(str(path)) as raw:
+        for statement, parameters in statements:
+            rows = raw.execute("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()  # type: ignore[arg-type]
+            plans.append(" | ".join(str(r[-1]) for r in rows))
+    assert len(plans) == 3, plans  # connections, candidates, lock
+    heads, candidates, lock = plans
+    assert "SCAN sync_operations" not in " ".join(plans), plans
+    assert "ix_sync_operations_claim (status=? AND connection>?)" in heads
+    assert candidates.count("ix_sync_operations_claim (status=? AND connection=? AND next_attempt_at<?)") == 2
+    assert "TEMP B-TREE" not in candidates.split("UNION ALL")[-1]  # each arm read in order
+    assert "(id=?)" in lock

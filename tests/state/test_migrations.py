@@ -38,7 +38,7 @@ async def test_upgrade_creates_every_table_and_is_repeatable(tmp_path: Path) -> 
         await db.upgrade()
         assert (tmp_path / "nested" / "state" / "crm-mcp.db").exists()
         await db.upgrade()  # at head: nothing to do, no error
-        assert await db.current_revision() == "0007"
+        assert await db.current_revision() == "0008"
         async with db.engine.connect() as conn:
             names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         assert names == TABLES
@@ -113,7 +113,7 @@ async def test_concurrent_first_starts_migrate_once(tmp_path: Path) -> None:
     dbs = [Database(f"sqlite+aiosqlite:///{tmp_path}/race.db") for _ in range(3)]
     try:
         await asyncio.gather(*(d.upgrade() for d in dbs))
-        assert await dbs[0].current_revision() == "0007"
+        assert await dbs[0].current_revision() == "0008"
     finally:
         for d in dbs:
             await d.dispose()

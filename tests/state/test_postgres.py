@@ -76,7 +76,7 @@ async def _enqueue(db: Database, key: str, payload: dict | None = None) -> tuple
 
 async def test_schema_and_timestamps(pg: Database) -> None:
     assert not pg.is_sqlite
-    assert await pg.current_revision() == "0007"
+    assert await pg.current_revision() == "0008"
     op, _ = await _enqueue(pg, "k")
     async with pg.sessions() as s:
         row = await outbox.get_operation(s, op.id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, TypeVar, get_args, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, cast, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -401,7 +401,21 @@ def capability_name(protocol: type[Connector]) -> str:
 
 def capabilities_of(connector: object) -> frozenset[str]:
     """The capabilities a connector implements (by its methods, as the protocols define them)."""
-    return frozenset(name for name, proto in CAPABILITIES.items() if isinstance(connector, proto))
+    return frozenset(name for name, proto in CAPABILITIES.items() if has(connector, proto))
+
+
+def has(connector: object, protocol: type) -> bool:
+    """`isinstance(connector, protocol)`, decided once per connector class: a check against a
+    runtime-checkable protocol looks up every member each time (a handler asks per step). A
+    capability belongs to the class: its methods, and attributes every instance sets."""
+    key = (type(connector), protocol)
+    known = _CONFORMS.get(key)
+    if known is None:
+        known = _CONFORMS[key] = isinstance(connector, protocol)
+    return known
+
+
+_CONFORMS: dict[tuple[type, type], bool] = {}
 
 
 def require(connector: Connector, protocol: type[C]) -> C:
@@ -410,8 +424,8 @@ def require(connector: Connector, protocol: type[C]) -> C:
     Raises:
         CapabilityError: the connector's provider has no such capability.
     """
-    if isinstance(connector, protocol):
-        return connector
+    if has(connector, protocol):
+        return cast(C, connector)
     name = capability_name(protocol)
     raise CapabilityError(
         f"{connector.provider} connection {connector.connection!r} has no {name.replace('_', ' ')} "

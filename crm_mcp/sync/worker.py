@@ -77,13 +77,15 @@ class OutboxWorker:
         """`on_change` is called whenever operations changed (read caches listen).
         `metrics` observes each attempt's duration and outcome (`crm_mcp.observability`).
         `prefetch`: how many claimed operations the continuous loop keeps waiting for a slot, so a
-        freed slot starts the next one without a claim in between (default: a quarter of
-        `concurrency`, at least 1; their leases run while they wait)."""
+        freed slot starts the next one without a claim in between (default: half of
+        `concurrency`, at least 4; their leases run while they wait). It claims once half of them
+        are wanted, so a claim (a write transaction) takes several operations, not one."""
         self.db = db
         self.handlers = dict(handlers)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = max(1, concurrency)
-        self.prefetch = max(0, prefetch if prefetch is not None else max(1, self.concurrency // 4))
+        self.prefetch = max(0, prefetch if prefetch is not None else max(4, self.concurrency // 2))
+        self._claim_batch = max(1, self.prefetch // 2)
         self.lease = lease
         self.poll_interval = poll_interval
         self.clock = clock
@@ -161,17 +163,40 @@ class OutboxWorker:
         asked = 0  # the limit `claiming` was started with
         total = 0
         nothing_due = False  # the last claim came back short: wait for a reason to look again
-        stop_waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        # Every task of the loop reports here when it is done: one wake-up per completion, rather
+        # than asyncio.wait() hooking (and unhooking) every running task on every turn.
+        finished: deque[asyncio.Future[Any]] = deque()
+        wake = asyncio.Event()
+
+        def report(task: asyncio.Future[Any]) -> None:
+            finished.append(task)
+            wake.set()
+
+        def start(aw: Awaitable[Any]) -> asyncio.Future[Any]:
+            task = asyncio.ensure_future(aw)
+            task.add_done_callback(report)
+            return task
+
+        stop_waiter = start(stop.wait()) if stop is not None else None
         try:
             while True:
                 stopping = stop is not None and stop.is_set()
                 while ready and len(running) < self.concurrency:  # claimed ones run, stop or not
                     op = ready.popleft()
-                    running[asyncio.ensure_future(self._attempt(op))] = op
+                    running[start(self._attempt(op))] = op
                 wanted = self.concurrency + self.prefetch - len(running) - len(ready)
-                if claiming is None and wanted > 0 and not stopping and not nothing_due:
+                # Claim in batches (a claim is a write transaction, whatever it takes): once
+                # half the prefetch is wanted, or at once when a slot would otherwise idle.
+                idle_slot = not ready and len(running) < self.concurrency
+                if (
+                    claiming is None
+                    and wanted > 0
+                    and (idle_slot or wanted >= self._claim_batch)
+                    and not stopping
+                    and not nothing_due
+                ):
                     busy = {op.id for op in (*running.values(), *ready)} | set(recording.values())
-                    claiming, asked = asyncio.ensure_future(self._claim(wanted, busy)), wanted
+                    claiming, asked = start(self._claim(wanted, busy)), wanted
                 if not (running or recording or ready or claiming):
                     if stopping or until_idle:
                         if total:
@@ -180,22 +205,21 @@ class OutboxWorker:
                     await self._pause(stop or asyncio.Event())
                     nothing_due = False
                     continue
-                waiters: set[asyncio.Future[Any]] = {*running, *recording}
-                if claiming is not None:
-                    waiters.add(claiming)
                 sleeper = None
-                if nothing_due and not until_idle and not stopping:
+                if nothing_due and not until_idle and not stopping and not finished:
                     # Nothing was due: look again after a poll interval even if nothing finishes
                     # (new operations may be enqueued meanwhile).
-                    sleeper = asyncio.ensure_future(self._sleep(self.poll_interval))
-                    waiters.add(sleeper)
-                if stop_waiter is not None and not stopping:
-                    waiters.add(stop_waiter)
+                    sleeper = start(self._sleep(self.poll_interval))
                 try:
-                    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                    while not finished:
+                        wake.clear()
+                        await wake.wait()
                 finally:
-                    if sleeper is not None:
+                    if sleeper is not None and not sleeper.done():
+                        sleeper.remove_done_callback(report)  # not a reason to look again
                         sleeper.cancel()
+                done = set(finished)
+                finished.clear()
                 if done - {claiming}:
                     nothing_due = False  # something finished (or the poll interval passed): look again
                 if claiming is not None and claiming in done:
@@ -203,20 +227,20 @@ class OutboxWorker:
                     claiming = None
                     ready.extend(ops)
                     nothing_due = len(ops) < asked
-                finished = 0  # attempts over: outcome recorded, or nothing of ours to record
+                over = 0  # attempts over: outcome recorded, or nothing of ours to record
                 for task in done & running.keys():
                     op = running.pop(task)
                     record = self._settled(task, op.id, "an attempt")
                     if record is None:
-                        finished += 1
+                        over += 1
                     else:
-                        recording[asyncio.ensure_future(record())] = op.id
+                        recording[start(record())] = op.id
                 for task in done & recording.keys():
                     self._settled(task, recording.pop(task), "recording its outcome")
-                    finished += 1
-                if finished:
-                    total += finished
-                    self.processed += finished
+                    over += 1
+                if over:
+                    total += over
+                    self.processed += over
                     if self._on_change is not None:
                         self._on_change()
         finally:

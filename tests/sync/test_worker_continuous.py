@@ -304,3 +304,39 @@ async def test_a_prefetched_operation_reclaimed_meanwhile_is_not_run(db: Databas
     async with db.sessions() as s:
         b = await s.get(SyncOperation, b_id)
     assert b is not None and (b.status, b.lease_owner) == ("in_flight", "w2")
+
+
+async def test_claims_are_batched_not_one_per_operation(db: Database) -> None:
+    """A claim is a write transaction whatever it takes: with slots freeing one at a time, the
+    loop claims once half the prefetch is wanted (or a slot would idle), so claims take several
+    operations each instead of one per finished operation."""
+    claims: list[int] = []
+    original = outbox.claim_due
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        ops = await original(*args, **kwargs)
+        claims.append(len(ops))
+        return ops
+
+    finished = asyncio.Semaphore(0)
+
+    async def one_at_a_time(op: SyncOperation, ctx: HandlerContext) -> dict:
+        await finished.acquire()  # released one by one below, with time to claim in between
+        return {}
+
+    async def release_one_by_one() -> None:
+        for _ in range(64):
+            await asyncio.sleep(0.005)
+            finished.release()
+
+    for i in range(64):
+        await enqueue(db, f"k{i}")
+    worker = make_worker(db, {"thing.create": one_at_a_time}, Clock(), concurrency=4, prefetch=4)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(outbox, "claim_due", counted)
+        releaser = asyncio.ensure_future(release_one_by_one())
+        assert await asyncio.wait_for(worker.drain(), 30) == 64
+        await releaser
+    taken = [n for n in claims if n]
+    assert sum(taken) == 64
+    assert len(taken) <= 64 // 2 + 2, claims  # one claim per operation before

@@ -74,9 +74,10 @@ def booking(i: int, tag: str, now: datetime) -> Appointment:
     )
 
 
-async def enqueue_ops(db: Database, tag: str, n: int, batch: int) -> float:
+async def enqueue_ops(db: Database, tag: str, n: int, batch: int, *, fresh: bool = False) -> float:
     """Enqueue n operations: one `enqueue` per transaction (batch=1) or `enqueue_many` of `batch`
-    per transaction; returns enqueues per second."""
+    per transaction; returns enqueues per second. `fresh`: queued as create_appointment queues
+    them (nothing of them can be in the CRM yet, so a first delivery makes no guard reads)."""
     now = datetime.now(UTC)
     items = [
         outbox.NewOperation(
@@ -86,6 +87,7 @@ async def enqueue_ops(db: Database, tag: str, n: int, batch: int) -> float:
             payload=(payload := create_command(booking(i, tag, now)).payload()),
             entity_type="appointment",
             entity_id=payload["appointment_id"],
+            fresh=fresh,
         )
         for i in range(n)
     ]
@@ -174,9 +176,10 @@ async def bench_delivery(
         await rt.warm_up()
         db = await rt.database()
         worker = await build_worker(rt)
-        await enqueue_ops(db, f"w{concurrency}-", concurrency, concurrency)  # warm: connection, field ids
+        # warm: the HTTP connections, the custom field ids
+        await enqueue_ops(db, f"w{concurrency}-", concurrency, concurrency, fresh=True)
         await worker.run_until_idle()
-        await enqueue_ops(db, f"c{concurrency}-", ops, 500)
+        await enqueue_ops(db, f"c{concurrency}-", ops, 500, fresh=True)
         before = sim.total()
         t0, cpu0 = time.perf_counter(), time.process_time()
         window = asyncio.ensure_future(steady_window(worker, sim, ops))
@@ -184,7 +187,7 @@ async def bench_delivery(
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         requests = sim.total() - before
         steady_req_s = await window
-        client_req_s, client_cpu_ms = await bare_client(rt, sim, concurrency, requests // concurrency)
+        client_req_s, client_cpu_ms = await bare_client(rt, sim, concurrency, ops)
     finally:
         await rt.aclose()
     assert delivered == ops, f"delivered {delivered} of {ops}"
@@ -218,20 +221,50 @@ async def steady_window(worker: Any, sim: RemoteSim, ops: int) -> float:
     return (n1 - n0) / (t1 - t0)
 
 
-async def bare_client(rt: Any, sim: RemoteSim, concurrency: int, each: int) -> tuple[float, float]:
-    """Reference, not the target: CRM requests/s of the connector alone (no outbox, no database),
-    `concurrency` tasks each sending `each` GETs, on this machine against this simulator. No engine
-    can deliver faster than its HTTP client and CRM answer; this says how much of the gap to the
-    ideal is theirs."""
-    from crm_mcp.connectors.base import Contact, Contacts
+async def bare_client(rt: Any, sim: RemoteSim, concurrency: int, ops: int) -> tuple[float, float]:
+    """The baseline: the connector alone sending the same requests, with no outbox, database or
+    worker. `concurrency` tasks book `ops` appointments between them, each with the calls the
+    appointment.create handler makes on a first delivery (contact upsert with tags and custom
+    fields, appointment, note, task: the same connector methods and payload shapes). Returns its
+    CRM requests/s and CPU ms per request (this process, all threads)."""
+    from crm_mcp.connectors.base import Appointment as CRMAppointment
+    from crm_mcp.connectors.base import Contact, Note, Task
 
-    connector = rt.connector(None, Contacts)
-    contact, _ = await connector.upsert_contact(Contact(first_name="Bare", email="bare@example.com"))
-    assert contact.id
+    connector: Any = rt.connector(None)  # every capability the handler uses: one GoHighLevel connector
+    now = datetime.now(UTC)
+    bookings = iter(range(ops))
 
     async def client() -> None:
-        for _ in range(each):
-            await connector.list_contact_appointments(contact.id)
+        for i in bookings:
+            start = START + timedelta(minutes=30 * i)
+            contact = Contact(
+                first_name="Bare",
+                last_name=str(i),
+                email=f"bare{now.timestamp():.0f}-{i}@example.com",
+                tags=["crm-mcp", "appointment-booked"],
+                custom_fields={
+                    "appointment_status": "confirmed",
+                    "next_appointment_date": start.date().isoformat(),
+                },
+            )
+            saved, _ = await connector.upsert_contact(contact)
+            event = await connector.create_appointment(
+                CRMAppointment(
+                    calendar_id=SANDBOX_CALENDAR_ID,
+                    contact_id=saved.id,
+                    start_time=start,
+                    end_time=start + timedelta(minutes=30),
+                    title=f"Bench {i}",
+                    status="confirmed",
+                )
+            )
+            assert event.id
+            await connector.add_note(
+                Note(contact_id=saved.id, body=f"Appointment booked: Bench {i}\n\n[bare-{i}]")
+            )
+            await connector.create_task(
+                Task(contact_id=saved.id, title=f"Reminder: Bench {i}", body="Remind.", due_date=start)
+            )
 
     before = sim.total()
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -275,7 +308,7 @@ async def main() -> None:
             )
             print(
                 f"bare_client_ratio_c{c} = {r['client_ratio']:.2f}  (reference: the connector alone "
-                "sending GETs at the same C, no outbox or database)"
+                "sending the same bookings' requests at the same C, no outbox or database)"
             )
             print(
                 f"cpu_ms_per_request_c{c}: engine {r['cpu_ms_per_req']:.2f}, "

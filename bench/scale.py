@@ -8,7 +8,9 @@ entered their delivery loop; then OPS `appointment.create` bookings are queued a
 clock runs until the last one has succeeded.
 
 1. Throughput, limits lifted: ops/s for 1, 2 and 4 workers, printed as ratios to the 1-worker
-   run of this same invocation (issue target: 2 workers >= 1.7x one, where one is CPU-bound).
+   run of this same invocation (issue target: 2 workers >= 1.7x one, where one is CPU-bound),
+   with the CPU milliseconds per booking of the workers, the simulator and PostgreSQL (from
+   /proc): on a 2-core machine they share two cores, which bounds what more workers can add.
 2. One strict limit shared through Redis: 4 workers against a simulator that allows STRICT
    requests per second; the 429s the simulator sent (target 0) and the quota use (requests/s
    over the limit while work was queued; target >= 0.9).
@@ -102,6 +104,34 @@ def serve_sim(port: int, burst: int, interval_ms: int) -> None:
         time.sleep(3600)
 
 
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (Linux /proc; 0 elsewhere)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def postgres_pids() -> list[int]:
+    """Every local PostgreSQL process (server and backends); empty when it is not on this host."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 async def _admin(sql: str) -> None:
     import asyncpg
 
@@ -178,6 +208,9 @@ async def run(sim: Sim, workers: int, concurrency: int, ops: int, tag: str) -> d
                 )
             )
         before = sim.stats()
+        pg_pids = postgres_pids()
+        worker_pids = [p.pid for p in procs]
+        cpu0 = (cpu_seconds(worker_pids), cpu_seconds([sim.proc.pid]), cpu_seconds(pg_pids))
         t0 = time.perf_counter()
         async with db.begin_write() as session:
             await outbox.enqueue_many(session, items, now=now)
@@ -190,6 +223,7 @@ async def run(sim: Sim, workers: int, concurrency: int, ops: int, tag: str) -> d
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - t0
         after = sim.stats()
+        cpu1 = (cpu_seconds(worker_pids), cpu_seconds([sim.proc.pid]), cpu_seconds(pg_pids))
     finally:
         for p in procs:
             p.terminate()
@@ -207,6 +241,10 @@ async def run(sim: Sim, workers: int, concurrency: int, ops: int, tag: str) -> d
         "req_s": requests / elapsed,
         "rate_limited": float(after.get("rate_limited", 0) - before.get("rate_limited", 0)),
         "elapsed": elapsed,
+        # CPU milliseconds per booking, by process: where a 2-core machine's time goes
+        "cpu_worker": (cpu1[0] - cpu0[0]) * 1000 / ops,
+        "cpu_sim": (cpu1[1] - cpu0[1]) * 1000 / ops,
+        "cpu_pg": (cpu1[2] - cpu0[2]) * 1000 / ops,
     }
 
 
@@ -246,7 +284,9 @@ async def main() -> None:
             print(
                 f"scale: {k} worker(s) x C={args.concurrency} on PostgreSQL + Redis: "
                 f"{results[k]['ops_s']:.1f} ops/s, {results[k]['req_s']:.0f} CRM requests/s "
-                f"({args.ops} bookings, {results[k]['elapsed']:.1f} s)"
+                f"({args.ops} bookings, {results[k]['elapsed']:.1f} s); CPU ms per booking: "
+                f"workers {results[k]['cpu_worker']:.1f}, simulator {results[k]['cpu_sim']:.1f}, "
+                f"PostgreSQL {results[k]['cpu_pg']:.1f}"
             )
     finally:
         sim.stop()

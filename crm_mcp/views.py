@@ -577,8 +577,8 @@ def judge(
             f"{window.attempts} attempts (below {t.min_success_rate:.0%})."
         )
         todo.append(
-            "See why in get_sync_status (recent_failures) and list_dead_letters; the rate recovers "
-            "as deliveries succeed."
+            'See why in get_sync_status (detail="full": recent_failures) and list_dead_letters; the '
+            "rate recovers as deliveries succeed."
         )
     if h.dead_letters > t.max_dead_letters:
         bad.append(f"{h.dead_letters} dead operations (more than {t.max_dead_letters}).")

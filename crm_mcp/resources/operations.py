@@ -31,6 +31,6 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
         if view is None:
             raise ResourceNotFoundError(
                 f"No sync operation {id!r}. Write tools return its id as sync_operation_id; "
-                "get_sync_status lists recent failures."
+                'get_sync_status with detail="full" lists recent failures.'
             )
         return view.model_dump_json(indent=2)

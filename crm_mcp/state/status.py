@@ -85,6 +85,74 @@ class SyncStatus(BaseModel):
         description="Per telephony connection: last call-log pull, checkpoint, lag, calls by state.",
     )
 
+    def summary(self, *, full: bool = False) -> StatusSummary:
+        """What get_sync_status answers: the verdict and the numbers behind it, each connection's
+        verdict, and the rest (`details`) only when `full`."""
+        connections: dict[str, str] = {}
+        for name, entry in self.connectors.items():
+            if (verdict := (entry.get("health") or {}).get("verdict")) is not None:
+                connections[name] = verdict
+        details = None
+        if full:
+            details = StatusDetails(
+                window_seconds=self.window_seconds,
+                attempts_in_window=self.attempts_in_window,
+                successes_in_window=self.successes_in_window,
+                failures_in_window=self.failures_in_window,
+                due_now=self.due_now,
+                recent_failures=self.recent_failures,
+                workers=self.workers,
+                connectors=self.connectors,
+                call_pipeline=self.call_pipeline,
+            )
+        return StatusSummary(
+            generated_at=self.generated_at,
+            verdict=self.verdict,
+            reasons=self.reasons,
+            recommendations=self.recommendations,
+            totals=self.totals,
+            success_rate=self.success_rate,
+            oldest_pending_age_s=self.oldest_pending_age_s,
+            dead_letters=self.dead_letters,
+            live_workers=self.live_workers,
+            connections=connections,
+            details=details,
+        )
+
+
+class StatusDetails(BaseModel):
+    """The rest of a `SyncStatus`, for get_sync_status with detail="full"."""
+
+    window_seconds: float
+    attempts_in_window: int
+    successes_in_window: int
+    failures_in_window: int
+    due_now: int
+    recent_failures: list[RecentFailure]
+    workers: list[WorkerStatus]
+    connectors: dict[str, Any]  # per connection: breaker, quota, backlog, preflight, health
+    call_pipeline: list[dict[str, Any]]  # per telephony connection: last pull, checkpoint, lag, calls
+
+
+class StatusSummary(BaseModel):
+    """get_sync_status's answer. Small by default, since every client parses and validates all of
+    it on every call; `details` holds the per-connection breakdown, recent failures, workers and
+    the call-log pipeline when asked for (sync://status always has them)."""
+
+    generated_at: datetime
+    verdict: Verdict
+    reasons: list[str]
+    recommendations: list[str]
+    totals: dict[str, int] = Field(description="Operations by status: pending, in_flight, succeeded, dead.")
+    success_rate: float | None = Field(
+        description="Successes / finished attempts in the health window; null without attempts."
+    )
+    oldest_pending_age_s: float | None
+    dead_letters: int
+    live_workers: int
+    connections: dict[str, str] = Field(description="Each connection's verdict.")
+    details: StatusDetails | None = Field(default=None, description='Only with detail="full".')
+
 
 async def sync_status(
     session: AsyncSession,

@@ -15,7 +15,7 @@ def register(server: MCPServer[Any]) -> None:
     def triage_failed_syncs() -> str:
         """Find what failed to sync, why, and fix or retry it."""
         return (
-            "1. Call get_sync_status and read the verdict, reasons and recent failures.\n"
+            '1. Call get_sync_status with detail="full"; read the verdict, reasons and recent failures.\n'
             "2. Call list_dead_letters; group the entries by reason.\n"
             "3. For each group say whether the cause is fixed on our side (credentials, bad input) or "
             "was temporary (rate limit, outage). Do not retry input errors unchanged.\n"

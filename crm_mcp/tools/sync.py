@@ -6,7 +6,7 @@ these tools serve clients without resource support.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
@@ -14,7 +14,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import Field
 
-from crm_mcp.state.status import SyncStatus
+from crm_mcp.state.status import StatusSummary
 from crm_mcp.sync.retry import retry_failed
 from crm_mcp.tools._base import crm_tool
 from crm_mcp.tools.args import OffsetArg
@@ -57,10 +57,15 @@ def register(server: MCPServer[Any], rt: Runtime) -> None:
             float,
             Field(ge=0, le=60, description="Reuse a snapshot at most this old (0: compute now)."),
         ] = 1.0,
-    ) -> SyncStatus:
-        """Sync totals, success rate, backlog, dead letters, recent failures and a health verdict with
-        reasons (the sync://status resource)."""
-        return await current_status(rt, max_age_s=max_age_seconds)
+        detail: Annotated[
+            Literal["summary", "full"],
+            Field(description='"full": also details (per connection state, recent failures, workers).'),
+        ] = "summary",
+    ) -> StatusSummary:
+        """Sync health verdict with reasons and recommendations, totals, success rate, dead letters,
+        backlog age, each connection's verdict; detail="full" as in the sync://status resource."""
+        status = await current_status(rt, max_age_s=max_age_seconds)
+        return status.summary(full=detail == "full")
 
     @crm_tool(
         server,

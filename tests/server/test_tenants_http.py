@@ -142,11 +142,11 @@ async def test_tenants_see_only_their_own_data(tmp_path: Path) -> None:
             assert [e["connection"] for e in resource["entries"]] == ["gohighlevel"]
             status = (await bob.call_tool("get_sync_status", {"max_age_seconds": 0})).structured_content
             assert status["dead_letters"] == 1 and status["totals"]["dead"] == 1
-            assert set(status["connectors"]) == {"hubspot"}
+            assert set(status["connections"]) == {"hubspot"}
             nothing = (await carol.call_tool("list_dead_letters", {})).structured_content
             assert nothing["entries"] == []  # no [principals.carol]: no connections at all
             hers = (await carol.call_tool("get_sync_status", {"max_age_seconds": 0})).structured_content
-            assert hers["connectors"] == {} and "No connection is mapped" in " ".join(hers["reasons"])
+            assert hers["connections"] == {} and "No connection is mapped" in " ".join(hers["reasons"])
 
             # the dashboard's API, with bob's token, shows bob's data only
             async with httpx2.AsyncClient(timeout=30) as http:

@@ -145,8 +145,8 @@ async def test_every_call_session_is_logged_once_on_the_right_lead(
         assert again["queued"] == 0 and again["already_logged"] == CALLS
         assert len(hubspot.sim.snapshot()["calls"]) == len(calls)
 
-        status = await h.ok("get_sync_status", {"max_age_seconds": 0})
-        assert status["call_pipeline"][0]["calls"] == {"logged": CALLS}
+        status = await h.ok("get_sync_status", {"max_age_seconds": 0, "detail": "full"})
+        assert status["details"]["call_pipeline"][0]["calls"] == {"logged": CALLS}
 
 
 async def test_a_recording_that_was_processing_updates_the_same_log(
@@ -189,8 +189,8 @@ async def test_the_blocklist_and_the_never_rule_skip_calls(
         assert result["skipped_blocklist"] > 0
         assert result["queued"] == CALLS - result["skipped_blocklist"]
         assert hubspot.sim.contact_count() == 0 and hubspot.sim.snapshot()["calls"] == []
-        status = await h.ok("get_sync_status", {"max_age_seconds": 0})
-        assert status["call_pipeline"][0]["calls"] == {"skipped": result["queued"]}
+        status = await h.ok("get_sync_status", {"max_age_seconds": 0, "detail": "full"})
+        assert status["details"]["call_pipeline"][0]["calls"] == {"skipped": result["queued"]}
 
 
 async def test_health_shows_the_pipeline_with_both_sides_token_state(

@@ -65,8 +65,8 @@ async def test_verdict_recovers_once_the_failures_leave_the_window(
         assert c["success_rate_24h"] is not None and c["success_rate_24h"] < 0.9  # still shown
         assert c["verdict"] == "healthy" and not any("success rate" in r for r in c["reasons"])
         assert after["thresholds"]["window_seconds"] == 3600
-        status = await h.ok("get_sync_status", {"max_age_seconds": 0})
-        assert status["verdict"] == "healthy" and status["window_seconds"] == 3600
+        status = await h.ok("get_sync_status", {"max_age_seconds": 0, "detail": "full"})
+        assert status["verdict"] == "healthy" and status["details"]["window_seconds"] == 3600
 
 
 async def test_the_window_is_a_setting(ghl_sandbox: Any, settings_factory: Any) -> None:
@@ -93,8 +93,9 @@ async def test_preflight_failure_shows_in_health_with_its_fix(
         assert any("has no calendar NoSuchCalendar000001" in r for r in c["reasons"])
         assert any("CRM_MCP_GHL_CALENDAR_ID" in r and "connections test" in r for r in c["recommendations"])
         each_reason_has_advice(c)
-        status = await h.ok("get_sync_status", {"max_age_seconds": 0})  # the stored check, same facts
-        assert status["connectors"]["gohighlevel"]["preflight"]["ok"] is False
+        status = await h.ok("get_sync_status", {"max_age_seconds": 0, "detail": "full"})  # the stored check
+        assert status["connections"] == {"gohighlevel": "degraded"}
+        assert status["details"]["connectors"]["gohighlevel"]["preflight"]["ok"] is False
         assert any("CRM_MCP_GHL_CALENDAR_ID" in r for r in status["recommendations"])
 
 

@@ -51,7 +51,7 @@ async def test_a_misspelled_argument_is_refused_with_the_closest_name(
         assert text(one).startswith("Unknown argument `tags` for search_contacts; did you mean `tag`?")
 
         none = await h.call("get_sync_status", {"verbose": True})
-        assert none.is_error and "Valid: max_age_seconds." in text(none)
+        assert none.is_error and "Valid: max_age_seconds, detail." in text(none)
 
         ok = await h.ok(
             "create_appointment", {**booking, "duration_minutes": 90, "timezone": "America/New_York"}

@@ -29,8 +29,10 @@ async def test_failing_crm_dead_letters_then_retry_delivers(ghl_sandbox: Any, se
         status = await h.ok("get_sync_status")
         assert status["totals"]["dead"] == 1 and status["dead_letters"] == 1
         assert status["verdict"] in {"degraded", "unhealthy"}
-        assert status["recent_failures"]
-        breaker = status["connectors"]["gohighlevel"]["breaker"]
+        assert status["details"] is None  # the summary: why, per connection, only when asked
+        details = (await h.ok("get_sync_status", {"detail": "full"}))["details"]
+        assert details["recent_failures"]
+        breaker = details["connectors"]["gohighlevel"]["breaker"]
         assert breaker["failure_rate"] == 1.0 and breaker["calls_in_window"] >= 1  # visible to the agent
 
         # resources show the same
@@ -54,6 +56,42 @@ async def test_failing_crm_dead_letters_then_retry_delivers(ghl_sandbox: Any, se
         again = await h.ok("retry_failed_sync", {"operation_id": op_id})
         assert again["count"] == 0 and "nothing to do" in again["message"]
         assert (await h.ok("list_dead_letters"))["count"] == 0
+
+
+async def test_status_answers_the_summary_and_details_when_asked(
+    ghl_sandbox: Any, settings_factory: Any
+) -> None:
+    _sim, server = ghl_sandbox
+    async with harness(settings_factory(server.url)) as h:
+        await h.ok("create_appointment", BOOKING)
+        await h.settle()
+        small = await h.ok("get_sync_status", {"max_age_seconds": 0})
+        assert set(small) == {
+            "generated_at",
+            "verdict",
+            "reasons",
+            "recommendations",
+            "totals",
+            "success_rate",
+            "oldest_pending_age_s",
+            "dead_letters",
+            "live_workers",
+            "connections",
+            "details",
+        }
+        assert small["details"] is None and small["totals"]["succeeded"] == 1
+        assert small["connections"] == {"gohighlevel": "healthy"}
+
+        full = await h.ok("get_sync_status", {"max_age_seconds": 0, "detail": "full"})
+        details = full.pop("details")
+        assert full.keys() == small.keys() - {"details"} and full["totals"] == small["totals"]
+        assert details["connectors"]["gohighlevel"]["health"]["verdict"] == "healthy"
+        assert details["attempts_in_window"] == details["successes_in_window"] == 1
+        # the details are the sync://status resource's facts, the same names
+        resource = json.loads((await h.client.read_resource("sync://status")).contents[0].text)
+        assert details.keys() < resource.keys() and full.keys() - {"connections"} < resource.keys()
+        assert set(resource["connectors"]) == set(details["connectors"])
+        assert len(json.dumps(small)) * 3 < len(json.dumps({**full, "details": details}))
 
 
 async def test_retry_needs_a_target(ghl_sandbox: Any, settings_factory: Any) -> None:

@@ -248,7 +248,9 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="At most this many operations of one connection in flight at once, across all "
-        "workers (default: no cap; claims are round robin across connections either way)",
+        "workers (default: per connection, as many as its rate limit keeps busy: its requests per "
+        "second x the latency seen x 2, at least 2; claims are round robin across connections "
+        "either way)",
     )
     retention_days: float = Field(
         30.0,

@@ -63,6 +63,32 @@ def int_header(headers: Mapping[str, str], name: str) -> int | None:
         return None
 
 
+class LatencyMeter:
+    """How long the CRM takes to answer, as a moving average of send-to-answer times."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._sent: deque[float] = deque()
+        self.latency_s: float | None = None
+
+    def sent(self) -> None:
+        self._sent.append(self._clock())
+
+    def answered(self) -> None:
+        if not self._sent:
+            return
+        took = max(0.0, self._clock() - self._sent.popleft())
+        self.latency_s = took if self.latency_s is None else 0.8 * self.latency_s + 0.2 * took
+
+    def useful_concurrency(self, limit: int, interval_s: float) -> int | None:
+        """How many requests in flight at once this limit can keep busy: its rate times the
+        latency, doubled for headroom (at least 2). None until a request has been answered.
+        Operations beyond it would only wait in the limiter while holding a worker's slot."""
+        if self.latency_s is None or interval_s <= 0:
+            return None
+        return max(2, math.ceil(limit / interval_s * self.latency_s * 2 - 1e-9))
+
+
 def spec_limits(spec: ProviderSpec) -> dict[str, Any]:
     """A limiter's keyword arguments for the provider's documented limits and header names."""
     return {
@@ -126,6 +152,7 @@ class RateLimiter:
         self._lock = asyncio.Lock()
         self._log: list[float] = []  # sorted: send time, or receipt time once answered
         self._inflight: deque[float] = deque()  # send times of requests not answered yet
+        self._latency = LatencyMeter(clock)
         self._last_send = 0.0
         self._blocked_until = 0.0
         # last server view of the burst window: (observed at, remaining, sends since)
@@ -229,6 +256,7 @@ class RateLimiter:
     def _take(self, now: float) -> None:
         bisect.insort(self._log, now)
         self._inflight.append(now)
+        self._latency.sent()
         self._last_send = now
         self._sent_since_obs += 1
         if self._daily_remaining is not None:
@@ -243,11 +271,16 @@ class RateLimiter:
         """
         if not self._inflight:
             return
+        self._latency.answered()
         sent = self._inflight.popleft()
         i = bisect.bisect_left(self._log, sent)
         if i < len(self._log) and self._log[i] == sent:
             del self._log[i]
         bisect.insort(self._log, self._clock())
+
+    def useful_concurrency(self) -> int | None:
+        """See `LatencyMeter.useful_concurrency` (with the limit as learned)."""
+        return self._latency.useful_concurrency(self.limit, self.interval_s)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """A response (or a failed exchange, with no headers) came back: learn limits from it."""

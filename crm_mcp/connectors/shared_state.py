@@ -42,7 +42,7 @@ from typing import Any
 from crm_mcp.errors import RateLimitedError
 
 from .base import ProviderSpec
-from .ratelimit import RateLimiter, int_header, spec_limits
+from .ratelimit import LatencyMeter, RateLimiter, int_header, spec_limits
 from .shared_breaker import RedisCircuitBreaker
 from .shared_redis import Clock, RedisStore, SharedStateUnavailable, WriteBehind, as_str, key_prefix
 
@@ -96,6 +96,7 @@ class RedisRateLimiter(WriteBehind):
         self._token = uuid.uuid4().hex[:12]
         self._seq = 0
         self._inflight: collections.deque[str] = collections.deque()
+        self._latency = LatencyMeter(self._local)
         self._lock = asyncio.Lock()
         self._view: dict[str, Any] = {}
         self.fallback = RateLimiter(
@@ -139,6 +140,7 @@ class RedisRateLimiter(WriteBehind):
                     continue
                 if int(taken):
                     self._inflight.append(member)
+                    self._latency.sent()
                     return
                 wait = float(as_str(value))
                 if self._local() + wait - start > self.max_wait_s:
@@ -152,6 +154,8 @@ class RedisRateLimiter(WriteBehind):
     def observe(self, headers: Mapping[str, str]) -> None:
         """The exchange is over: its send now occupies the window from its receipt; learn limits."""
         self.fallback.observe(headers)
+        if self._inflight:
+            self._latency.answered()
         member = self._inflight.popleft() if self._inflight else ""
         rem_h, max_h, int_h, day_rem_h, day_lim_h, reset_h = self._headers
         values = [int_header(headers, h) for h in (max_h, int_h, rem_h, day_lim_h, day_rem_h, reset_h)]
@@ -178,6 +182,10 @@ class RedisRateLimiter(WriteBehind):
             await self._store.run("observe", self._keys, args)
 
         self._schedule(op)
+
+    def useful_concurrency(self) -> int | None:
+        """See `LatencyMeter.useful_concurrency`: the shared limit, this process's latency."""
+        return self._latency.useful_concurrency(self.limit, self.interval_s)
 
     def note_429(self, retry_after: float | None) -> None:
         """Every process pauses until the provider's penalty is over (see `RateLimiter.note_429`)."""

@@ -135,7 +135,24 @@ async def build_worker(rt: Runtime) -> Any:
         on_change=rt.touch,
         metrics=rt.metrics,
         per_connection=s.worker_per_connection,
+        connection_caps=functools.partial(connection_caps, rt),
     )
+
+
+def connection_caps(rt: Runtime) -> dict[str, int]:
+    """Per connection, how many of its operations may be in flight at once: what its rate limit
+    keeps busy at the latency seen (`useful_concurrency` of its client's limiter). More would only
+    wait in the limiter holding slots, while other connections' operations wait for a slot: one
+    tenant's backlog would hold back every other's. A connection whose limiter cannot say is not
+    capped; CRM_MCP_WORKER_PER_CONNECTION, when set, replaces all of these."""
+    caps = {}
+    for name, connector in rt.cached_connectors().items():
+        limiter = getattr(getattr(connector, "client", None), "limiter", None)
+        useful = getattr(limiter, "useful_concurrency", None)
+        cap = useful() if callable(useful) else None
+        if isinstance(cap, int):
+            caps[name] = cap
+    return caps
 
 
 def _seconds(value: float) -> Any:

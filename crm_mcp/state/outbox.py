@@ -273,7 +273,7 @@ async def claim_due(
     lease: timedelta,
     now: datetime,
     exclude: Collection[str] = (),
-    per_connection: int | None = None,
+    per_connection: int | Mapping[str, int] | None = None,
     fair: bool = True,
 ) -> list[SyncOperation]:
     """Lease up to `limit` due operations to `worker_id`, counting an attempt for each.
@@ -296,9 +296,12 @@ async def claim_due(
     (under an unexpired lease, across all workers, counting what this claim takes), so that a
     connection whose CRM is slow or rate limited cannot hold every slot. On PostgreSQL claimers
     running at the same instant do not see each other's uncommitted claims, so the cap may be
-    overshot by what they take together.
+    overshot by what they take together. A mapping caps the connections it names (the worker
+    derives one per connection from what its rate limit can keep busy).
     `fair=False`: the plain oldest-first order (for benchmarks comparing the two).
     """
+    if isinstance(per_connection, Mapping) and not per_connection:
+        per_connection = None
     fair = fair or per_connection is not None
 
     def claim(conn: Connection) -> list[SyncOperation]:
@@ -420,7 +423,7 @@ def _claim_round_robin(
     now: datetime,
     limit: int,
     exclude: Collection[str],
-    per_connection: int | None,
+    per_connection: int | Mapping[str, int] | None,
 ) -> list[SyncOperation]:
     """Lock up to `limit` due operations in round-robin order (`_round_robin`).
 
@@ -446,7 +449,11 @@ def _claim_round_robin(
 
 
 def _round_robin(
-    conn: Connection, now: datetime, limit: int, exclude: Collection[str], per_connection: int | None
+    conn: Connection,
+    now: datetime,
+    limit: int,
+    exclude: Collection[str],
+    per_connection: int | Mapping[str, int] | None,
 ) -> list[str]:
     """Ids of up to 2 x `limit` due operations in round-robin order across connections: every
     connection's oldest before any connection's second (`turn`), then by age.
@@ -471,8 +478,9 @@ def _round_robin(
         queues.setdefault(row[1], []).append(row)
     ranked = []
     for c, queue in queues.items():
+        cap = per_connection.get(c) if isinstance(per_connection, Mapping) else per_connection
         for turn, row in enumerate(queue, start=1 + running.get(c, 0)):
-            if per_connection is not None and turn > per_connection:
+            if cap is not None and turn > cap:
                 break
             ranked.append((turn, row[2], row[3], row[0]))
     ranked.sort()

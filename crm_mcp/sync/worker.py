@@ -73,6 +73,7 @@ class OutboxWorker:
         prefetch: int | None = None,
         metrics: DeliveryObserver | None = None,
         per_connection: int | None = None,
+        connection_caps: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         """`on_change` is called whenever operations changed (read caches listen).
         `metrics` observes each attempt's duration and outcome (`crm_mcp.observability`).
@@ -96,6 +97,8 @@ class OutboxWorker:
         self._on_change = on_change
         self._metrics = metrics
         self.per_connection = per_connection  # cap on one connection's operations in flight (claim_due)
+        # Without a fixed cap: each connection's own, as many as its rate limit keeps busy.
+        self._connection_caps = connection_caps
         self.processed = 0
         self._started_at: datetime | None = None
         self._last_beat: datetime | None = None
@@ -109,7 +112,7 @@ class OutboxWorker:
             limit=self.concurrency,
             lease=self.lease,
             now=self.clock(),
-            per_connection=self.per_connection,
+            per_connection=self._caps(),
         )
         if not ops:
             return 0
@@ -294,8 +297,13 @@ class OutboxWorker:
             lease=self.lease,
             now=self.clock(),
             exclude=busy,
-            per_connection=self.per_connection,
+            per_connection=self._caps(),
         )
+
+    def _caps(self) -> int | Mapping[str, int] | None:
+        if self.per_connection is not None or self._connection_caps is None:
+            return self.per_connection
+        return self._connection_caps()
 
     def _claimed(
         self, claiming: asyncio.Future[list[SyncOperation]], until_idle: bool

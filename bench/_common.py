@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +100,38 @@ class StdioServer:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+class ChildServer:
+    """A simulator in a child process of the benchmark, so that it shares neither the GIL nor the
+    event loop of the engine being measured. `argv(port)` starts it on a free loopback port; it is
+    ready once `probe` (a path) answers JSON."""
+
+    def __init__(self, argv: list[str], probe: str, *, timeout_s: float = 30.0) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, *[a.replace("{port}", str(self.port)) for a in argv]])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.get(probe)
+                return
+            except OSError:  # URLError and connection refused while it starts
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the simulator process did not start") from None
+                time.sleep(0.05)
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
+            return json.load(response)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import ChildServer
 
 from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
 from crm_mcp.providers.gohighlevel.sandbox.simulator import (
@@ -113,37 +110,14 @@ async def bench_enqueue(tmp: Path, n: int) -> tuple[float, float]:
     return unbatched, batched
 
 
-class RemoteSim:
+class RemoteSim(ChildServer):
     """The GHL simulator in a child process; `total()` reads its request counter over HTTP."""
 
     def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve-sim", str(self.port)])
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.total()
-                return
-            except OSError:  # URLError and connection refused while it starts
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("the simulator process did not start") from None
-                time.sleep(0.05)
+        super().__init__([__file__, "--serve-sim", "{port}"], "/_sandbox/stats")
 
     def total(self) -> int:
-        with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=5) as response:
-            return int(json.load(response)["total"])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        return int(self.get("/_sandbox/stats")["total"])
 
 
 def serve_sim(port: int) -> None:

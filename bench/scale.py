@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import ChildServer
 from outbox import booking
 
 from crm_mcp.providers.gohighlevel.sandbox import start_ghl_sandbox
@@ -60,39 +58,14 @@ REDIS = os.environ.get("CRM_MCP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Sim:
+class Sim(ChildServer):
     """The GHL simulator in a child process (`burst` requests per `interval_ms`)."""
 
     def __init__(self, burst: int, interval_ms: int) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-sim", str(port), str(burst), str(interval_ms)]
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.stats()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("the simulator process did not start") from None
-                time.sleep(0.05)
+        super().__init__([__file__, "--serve-sim", "{port}", str(burst), str(interval_ms)], "/_sandbox/stats")
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=5) as response:
-            return dict(json.load(response))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        return dict(self.get("/_sandbox/stats"))
 
 
 def serve_sim(port: int, burst: int, interval_ms: int) -> None:

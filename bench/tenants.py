@@ -36,13 +36,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import ChildServer
 from sqlalchemy import func, select
 
 from crm_mcp.providers.gohighlevel.sandbox.simulator import (
@@ -192,48 +190,22 @@ def serve_sims(port: int, names: list[str], limits: Limits) -> None:
         time.sleep(3600)
 
 
-class RemoteSims:
+class RemoteSims(ChildServer):
     """`TenantSims` in a child process of its own, so that it does not share this process's GIL
     and event loop with the worker being measured."""
 
     def __init__(self, names: list[str], limits: Limits) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        spec = json.dumps({"port": port, "names": names, "limits": vars(limits)})
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve-sims", spec])
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.stats()
-                return
-            except OSError:  # URLError and connection refused while it starts
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("the simulator process did not start") from None
-                time.sleep(0.05)
+        spec = json.dumps({"port": "{port}", "names": names, "limits": vars(limits)})
+        super().__init__([__file__, "--serve-sims", spec], "/_bench/stats")
 
     def base_url(self, name: str) -> str:
         return f"{self.url}/t/{name}"
 
-    def _get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
-            return json.load(response)
-
     def stats(self) -> dict[str, dict[str, Any]]:
-        return dict(self._get("/_bench/stats"))
+        return dict(self.get("/_bench/stats"))
 
     def reset(self) -> None:
-        self._get("/_bench/reset")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.get("/_bench/reset")
 
 
 def accepted(stats: dict[str, Any]) -> int:
@@ -466,7 +438,7 @@ async def main() -> None:
     args = parser.parse_args()
     if args.serve_sims:
         spec = json.loads(args.serve_sims)
-        serve_sims(spec["port"], spec["names"], Limits(**spec["limits"]))
+        serve_sims(int(spec["port"]), spec["names"], Limits(**spec["limits"]))
         return
     limits = Limits(args.burst, args.interval_ms, args.latency)
     names = ["noisy"] + [f"quiet{q:02d}" for q in range(args.quiet)]

@@ -64,20 +64,13 @@ def int_header(headers: Mapping[str, str], name: str) -> int | None:
 
 
 class LatencyMeter:
-    """How long the CRM takes to answer, as a moving average of send-to-answer times."""
+    """How long the CRM takes to answer: a moving average of send-to-answer times."""
 
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._sent: deque[float] = deque()
+    def __init__(self) -> None:
         self.latency_s: float | None = None
 
-    def sent(self) -> None:
-        self._sent.append(self._clock())
-
-    def answered(self) -> None:
-        if not self._sent:
-            return
-        took = max(0.0, self._clock() - self._sent.popleft())
+    def add(self, took: float) -> None:
+        took = max(0.0, took)
         self.latency_s = took if self.latency_s is None else 0.8 * self.latency_s + 0.2 * took
 
     def useful_concurrency(self, limit: int, interval_s: float) -> int | None:
@@ -152,7 +145,7 @@ class RateLimiter:
         self._lock = asyncio.Lock()
         self._log: list[float] = []  # sorted: send time, or receipt time once answered
         self._inflight: deque[float] = deque()  # send times of requests not answered yet
-        self._latency = LatencyMeter(clock)
+        self._latency = LatencyMeter()
         self._last_send = 0.0
         self._blocked_until = 0.0
         # last server view of the burst window: (observed at, remaining, sends since)
@@ -256,7 +249,6 @@ class RateLimiter:
     def _take(self, now: float) -> None:
         bisect.insort(self._log, now)
         self._inflight.append(now)
-        self._latency.sent()
         self._last_send = now
         self._sent_since_obs += 1
         if self._daily_remaining is not None:
@@ -271,12 +263,12 @@ class RateLimiter:
         """
         if not self._inflight:
             return
-        self._latency.answered()
-        sent = self._inflight.popleft()
+        sent, now = self._inflight.popleft(), self._clock()
+        self._latency.add(now - sent)
         i = bisect.bisect_left(self._log, sent)
         if i < len(self._log) and self._log[i] == sent:
             del self._log[i]
-        bisect.insort(self._log, self._clock())
+        bisect.insort(self._log, now)
 
     def useful_concurrency(self) -> int | None:
         """See `LatencyMeter.useful_concurrency` (with the limit as learned)."""

@@ -95,8 +95,8 @@ class RedisRateLimiter(WriteBehind):
         self._keys = [prefix + "rl:log", prefix + "rl:state"]
         self._token = uuid.uuid4().hex[:12]
         self._seq = 0
-        self._inflight: collections.deque[str] = collections.deque()
-        self._latency = LatencyMeter(self._local)
+        self._inflight: collections.deque[tuple[str, float]] = collections.deque()  # (member, sent at)
+        self._latency = LatencyMeter()
         self._lock = asyncio.Lock()
         self._view: dict[str, Any] = {}
         self.fallback = RateLimiter(
@@ -139,8 +139,7 @@ class RedisRateLimiter(WriteBehind):
                     self._degrade(exc)
                     continue
                 if int(taken):
-                    self._inflight.append(member)
-                    self._latency.sent()
+                    self._inflight.append((member, self._local()))
                     return
                 wait = float(as_str(value))
                 if self._local() + wait - start > self.max_wait_s:
@@ -154,9 +153,10 @@ class RedisRateLimiter(WriteBehind):
     def observe(self, headers: Mapping[str, str]) -> None:
         """The exchange is over: its send now occupies the window from its receipt; learn limits."""
         self.fallback.observe(headers)
+        member = ""
         if self._inflight:
-            self._latency.answered()
-        member = self._inflight.popleft() if self._inflight else ""
+            member, sent = self._inflight.popleft()
+            self._latency.add(self._local() - sent)
         rem_h, max_h, int_h, day_rem_h, day_lim_h, reset_h = self._headers
         values = [int_header(headers, h) for h in (max_h, int_h, rem_h, day_lim_h, day_rem_h, reset_h)]
         limit, interval_ms, remaining, daily_limit, daily_remaining, reset = values

@@ -48,11 +48,12 @@ LATENCY = 0.050
 START = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
 
 
-def booking(i: int, tag: str, now: datetime) -> Appointment:
+def booking(i: int, tag: str, now: datetime, connection: str = "gohighlevel") -> Appointment:
+    """The `i`-th local booking of a run (`tag` keeps runs apart), half an hour after the last."""
     start = START + timedelta(minutes=30 * i)
     return Appointment(
         id=f"{tag}-{i:06d}",
-        connection="gohighlevel",
+        connection=connection,
         contact_first_name="Bench",
         contact_last_name=str(i),
         contact_email=f"{tag}{i}@example.com",

@@ -42,13 +42,14 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import ChildServer
+from outbox import booking
 from sqlalchemy import func, select
 
 from crm_mcp.providers.gohighlevel.sandbox.simulator import (
@@ -59,10 +60,9 @@ from crm_mcp.providers.gohighlevel.sandbox.simulator import (
 )
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
-from crm_mcp.state.models import Appointment, SyncLog, SyncOperation
+from crm_mcp.state.models import SyncLog, SyncOperation
 from crm_mcp.tools.appointments import create_command
 
-START = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
 WARM = 900_000  # index of each connection's warm-up booking (not measured)
 
 
@@ -71,33 +71,10 @@ def location_id(name: str) -> str:
     return f"BenchLoc{name:0>12}"[:20]
 
 
-def booking(connection: str, i: int, now: datetime) -> Appointment:
-    start = START + timedelta(minutes=30 * i)
-    return Appointment(
-        id=f"{connection}-{i:06d}",
-        connection=connection,
-        contact_first_name="Tenant",
-        contact_last_name=str(i),
-        contact_email=f"{connection}.{i}@example.com",
-        contact_phone=None,
-        calendar_id=SANDBOX_CALENDAR_ID,
-        start_time=start,
-        end_time=start + timedelta(minutes=30),
-        timezone="UTC",
-        title=f"{connection} {i}",
-        notes=None,
-        status="confirmed",
-        source="bench",
-        created_at=now,
-        updated_at=now,
-        version=1,
-    )
-
-
 async def enqueue(db: Database, connection: str, first: int, n: int, now: datetime) -> None:
     items = []
     for i in range(first, first + n):
-        payload = create_command(booking(connection, i, now)).payload()
+        payload = create_command(booking(i, connection, now, connection)).payload()
         items.append(
             outbox.NewOperation(
                 idempotency_key=f"{connection}-{i}",

@@ -13,13 +13,19 @@ pysqlite connection. aiosqlite makes every driver call (cursor, execute, fetch, 
 COMMIT included) a round trip to its thread, a few of them per statement at ~0.5 ms each on a
 small VM, all while the write lock is held; one hop per transaction instead is what lets several
 workers' tasks share the single SQLite writer.
+
+The writer thread commits in groups: the writes that queue while it is busy (or while a write
+that may wait, `linger`, waits for company) run in one transaction, since BEGIN IMMEDIATE and
+COMMIT with their driver and pool work are about half of a small write's cost. Each caller still
+gets its own outcome: if any write of a group raises (or the commit fails) the group is rolled
+back and each of its writes is run again alone, in its own transaction, as if never grouped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -57,6 +63,10 @@ class Database:
         self._connect_args = dict(connect_args or {})
         self._writer: ThreadPoolExecutor | None = None
         self._writer_engine: Engine | None = None
+        # Writes waiting for the writer thread, each with its caller's future (see run_write).
+        self._queued: list[tuple[Callable[[SyncConnection], Any], asyncio.Future[Any]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._sqlite_path = self._file_path()  # the URL never changes; run_write asks per call
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine.sync_engine)
@@ -93,24 +103,91 @@ class Database:
             await session.connection(execution_options={_IMMEDIATE: True})
             yield session
 
-    async def run_write(self, fn: Callable[[SyncConnection], T]) -> T:
-        """Run `fn(connection)` inside one write transaction (committed if it returns, rolled back
+    async def run_write(self, fn: Callable[[SyncConnection], T], *, linger: float = 0.0) -> T:
+        """Run `fn(connection)` inside a write transaction (committed if it returns, rolled back
         if it raises) and return its result.
 
         `fn` is synchronous and must do nothing but database work on the connection it is given
-        (Core statements, or an ORM `Session(bind=connection)`). On a SQLite file it runs on this
-        database's writer thread, the whole transaction in one hop, under the same write lock and
-        BEGIN IMMEDIATE as `begin_write`; elsewhere it runs through the async engine's connection.
+        (Core statements, or an ORM `Session(bind=connection)`): it may be run a second time
+        after a rollback (see the module doc). On a SQLite file it runs on this database's writer
+        thread, under the same write lock and BEGIN IMMEDIATE as `begin_write`, in one
+        transaction with the other writes queued meanwhile; elsewhere it runs through the async
+        engine's connection. `linger`: seconds this write may wait for others to share its
+        commit (a write that is not waited on by anything urgent, e.g. an outcome record); any
+        write that may not wait takes the waiting ones along at once.
         """
         if not self.is_sqlite or self.sqlite_path is None:
             async with self.begin_write() as session:
                 conn = await session.connection()
                 return await conn.run_sync(fn)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queued.append((fn, future))
+        if linger <= 0:
+            self._flush_soon()
+        elif self._flush_timer is None and self._flushing is None:
+            self._flush_timer = loop.call_later(linger, self._flush_soon)
+        return await future
+
+    def _flush_soon(self) -> None:
+        """Start the writer on what is queued, unless it is at work (it takes the queue next)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._flushing is None and self._queued:
+            self._flushing = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        """Run the queued writes in groups until none is left; each caller gets its outcome."""
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crm-mcp-sqlite-writer")
         loop = asyncio.get_running_loop()
-        async with self._lock():
-            return await loop.run_in_executor(self._writer, self._write_in_thread, fn)
+        group: list[tuple[Callable[[SyncConnection], Any], asyncio.Future[Any]]] = []
+        try:
+            while self._queued:
+                group = [(fn, f) for fn, f in self._queued if not f.done()]  # done: caller cancelled
+                self._queued = []
+                if not group:
+                    continue
+                async with self._lock():
+                    outcomes = await loop.run_in_executor(
+                        self._writer, self._write_group, [fn for fn, _ in group]
+                    )
+                for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+                group = []
+        except BaseException as exc:  # the writer thread is gone, or this task was cancelled
+            error = exc if isinstance(exc, Exception) else RuntimeError(f"the writer stopped: {exc!r}")
+            for _, future in (*group, *self._queued):
+                if not future.done():
+                    future.set_exception(error)
+            self._queued = []
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._flushing = None
+
+    def _write_group(self, fns: Sequence[Callable[[SyncConnection], Any]]) -> list[tuple[bool, Any]]:
+        """On the writer thread: all of `fns` in one transaction; if that fails, each one alone."""
+        if len(fns) > 1:
+            try:
+                results = self._write_in_thread(lambda conn: [fn(conn) for fn in fns])
+            except Exception:  # rolled back: find out whose it was, each write on its own
+                results = None
+            if results is not None:
+                return [(True, result) for result in results]
+        outcomes: list[tuple[bool, Any]] = []
+        for fn in fns:
+            try:
+                outcomes.append((True, self._write_in_thread(fn)))
+            except Exception as exc:
+                outcomes.append((False, exc))
+        return outcomes
 
     def _write_in_thread(self, fn: Callable[[SyncConnection], T]) -> T:
         if self._writer_engine is None:
@@ -155,6 +232,10 @@ class Database:
             return await conn.run_sync(_current_revision)
 
     async def dispose(self) -> None:
+        if self._queued:  # lingering writes are written, not dropped
+            self._flush_soon()
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)
         writer, self._writer = self._writer, None
         if writer is not None:
             engine, self._writer_engine = self._writer_engine, None

@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import make_transient_to_detached
 
 from crm_mcp.errors import (
     CircuitOpenError,
@@ -305,32 +305,42 @@ async def claim_due(
     fair = fair or per_connection is not None
 
     def claim(conn: Connection) -> list[SyncOperation]:
-        with Session(bind=conn, expire_on_commit=False) as session:
-            if fair:
-                ops = _claim_round_robin(session, conn, now, limit, exclude, per_connection)
-            else:
-                due = or_(
-                    and_(SyncOperation.status == "pending", SyncOperation.next_attempt_at <= now),
-                    and_(SyncOperation.status == "in_flight", SyncOperation.lease_until < now),
-                )
-                query = select(SyncOperation).where(due, _NOT_OURS).order_by(*_AGE).limit(limit)
-                ops = list(
-                    session.execute(
-                        query.with_for_update(skip_locked=True), {"exclude": list(exclude)}
-                    ).scalars()
-                )
-            for op in ops:
-                if op.status == "in_flight":  # an earlier attempt started and never recorded an outcome
-                    op.read_before_create = True
-                op.status = "in_flight"
-                op.lease_owner = worker_id
-                op.lease_until = now + lease
-                op.attempts += 1
-                op.updated_at = now
-            session.flush()
-        return ops
+        if fair:
+            rows = _claim_round_robin(conn, now, limit, exclude, per_connection)
+        else:
+            due = or_(
+                and_(_OPS.c.status == "pending", _OPS.c.next_attempt_at <= now),
+                and_(_OPS.c.status == "in_flight", _OPS.c.lease_until < now),
+            )
+            query = select(_OPS).where(due, _NOT_OURS).order_by(*_AGE).limit(limit)
+            rows = list(conn.execute(query.with_for_update(skip_locked=True), {"exclude": list(exclude)}))
+        if not rows:
+            return []
+        lease_until = now + lease
+        ids = [row.id for row in rows]
+        conn.execute(_TAKE, {"ids": ids, "owner": worker_id, "lease_until": lease_until, "now": now})
+        return [_as_taken(row, worker_id, lease_until, now) for row in rows]
 
     return await db.run_write(claim)
+
+
+def _as_taken(row: Any, worker_id: str, lease_until: datetime, now: datetime) -> SyncOperation:
+    """The operation of a locked row as `_TAKE` left it: a detached object, as a session that
+    loaded and committed it would leave it (Core rows and one UPDATE are much cheaper than the
+    ORM's load and flush, and a claim runs all the time)."""
+    values = dict(row._mapping)
+    values.update(
+        # an in-flight row is an expired lease: that attempt started and never recorded an outcome
+        read_before_create=bool(values["read_before_create"] or values["status"] == "in_flight"),
+        status="in_flight",
+        lease_owner=worker_id,
+        lease_until=lease_until,
+        attempts=values["attempts"] + 1,
+        updated_at=now,
+    )
+    op = SyncOperation(**values)
+    make_transient_to_detached(op)
+    return op
 
 
 _AGE = (SyncOperation.next_attempt_at, SyncOperation.created_at)
@@ -340,7 +350,7 @@ _ARMS = 200
 _ROUNDS = 4
 
 
-def _is_due(op: SyncOperation, now: datetime) -> bool:
+def _is_due(op: Any, now: datetime) -> bool:
     """`claim_due`'s `due`, on a row as locked."""
     if op.status == "pending":
         return op.next_attempt_at <= now
@@ -406,11 +416,11 @@ def _lock_in_order(n: int) -> Any:
     """The rows with ids `p0`..`p{n-1}`, locked (skipping those another claimer holds), in that
     order, at most `limit`. Found by id alone: a `due` term would let SQLite scan the status index
     instead; `_is_due` checks each row as locked."""
-    position = case({bindparam(f"p{i}"): i for i in range(n)}, value=SyncOperation.id)
+    position = case({bindparam(f"p{i}"): i for i in range(n)}, value=_OPS.c.id)
     ids: list[Any] = [bindparam(f"p{i}") for i in range(n)]
     return (
-        select(SyncOperation)
-        .where(SyncOperation.id.in_(ids))
+        select(_OPS)
+        .where(_OPS.c.id.in_(ids))
         .order_by(position)
         .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
@@ -418,21 +428,20 @@ def _lock_in_order(n: int) -> Any:
 
 
 def _claim_round_robin(
-    session: Session,
     conn: Connection,
     now: datetime,
     limit: int,
     exclude: Collection[str],
     per_connection: int | Mapping[str, int] | None,
-) -> list[SyncOperation]:
-    """Lock up to `limit` due operations in round-robin order (`_round_robin`).
+) -> list[Any]:
+    """Lock the rows of up to `limit` due operations in round-robin order (`_round_robin`).
 
     On PostgreSQL, claimers running side by side read the same candidates; a row another one holds
     is skipped (SKIP LOCKED) and the next candidate taken, and when the candidates run out that way
     the next round reads more, past those tried. A row another claimer took and committed since
     the candidates were read is no longer due (`_is_due`, on the row as locked). On SQLite claimers
     take turns (BEGIN IMMEDIATE): one round always does."""
-    ops: list[SyncOperation] = []
+    ops: list[Any] = []
     tried = set(exclude)
     for _ in range(_ROUNDS):
         wanted = limit - len(ops)
@@ -440,7 +449,7 @@ def _claim_round_robin(
         if not picked:
             break
         ids = {f"p{i}": op_id for i, op_id in enumerate(picked)}
-        locked = session.execute(_lock_in_order(len(picked)), {**ids, "limit": wanted}).scalars()
+        locked = conn.execute(_lock_in_order(len(picked)), {**ids, "limit": wanted})
         ops.extend(op for op in locked if _is_due(op, now))
         if len(ops) >= limit or len(picked) < 2 * wanted:  # enough, or nothing more is due
             break
@@ -526,6 +535,19 @@ async def checkpoint(
 
 _OPS = cast(Table, SyncOperation.__table__)
 _LOGS = cast(Table, SyncLog.__table__)
+# A claim takes the rows it locked (SET reads every column as it was before the update).
+_TAKE = (
+    update(_OPS)
+    .where(_OPS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        read_before_create=or_(_OPS.c.read_before_create, _OPS.c.status == "in_flight"),
+        status="in_flight",
+        lease_owner=bindparam("owner"),
+        lease_until=bindparam("lease_until", type_=_OPS.c.lease_until.type),
+        attempts=_OPS.c.attempts + 1,
+        updated_at=bindparam("now", type_=_OPS.c.updated_at.type),
+    )
+)
 
 
 # Hot-path statements, built once with bound parameters (op_id, owner, new_*): the operation is
@@ -588,6 +610,7 @@ async def mark_succeeded(
     *,
     progress: Mapping[str, Any] | None = None,
     also: Sequence[Callable[[Connection], None]] = (),
+    linger: float = 0.0,
 ) -> SyncOperation | None:
     """Record success (merging `result` into the checkpointed progress) and log the attempt.
 
@@ -611,7 +634,7 @@ async def mark_succeeded(
             extra(conn)
         return True
 
-    if not await db.run_write(write):
+    if not await db.run_write(write, linger=linger):
         return None
     op.status, op.result, op.last_error, op.updated_at = "succeeded", merged, None, now
     op.lease_owner = op.lease_until = None

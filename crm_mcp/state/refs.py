@@ -12,19 +12,20 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select
+from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_mcp.state.models import Appointment, ExternalRef
 
 _TABLE = cast(Table, ExternalRef.__table__)
-# Prebuilt for the delivery hot path (bound: connection, local_type, local_id).
-_REMOTE_TYPES = select(_TABLE.c.remote_type).where(
-    _TABLE.c.connection == bindparam("connection"),
-    _TABLE.c.local_type == bindparam("local_type"),
-    _TABLE.c.local_id == bindparam("local_id"),
-)
-_INSERT = insert(_TABLE)
+# Prebuilt for the delivery hot path, per dialect: insert the refs a record lacks, keeping the
+# ones it has (the unique connection, local type, local id, remote type decides), one statement.
+_INSERT_MISSING = {
+    "sqlite": sqlite_insert(_TABLE).on_conflict_do_nothing(),
+    "postgresql": postgresql_insert(_TABLE).on_conflict_do_nothing(),
+}
 
 
 async def refs_of(session: AsyncSession, connection: str, local_type: str, local_id: str) -> dict[str, str]:
@@ -148,18 +149,16 @@ def link_missing(
     connection: str, local_type: str, local_id: str, refs: Mapping[str, str], now: datetime
 ) -> Callable[[Connection], None]:
     """A write (for a handler's `ctx.on_success`, committing with the operation's outcome) that
-    inserts the refs of these remote types the record does not have yet, in one round trip."""
+    inserts the refs of these remote types the record does not have yet, in one statement."""
     key = {"connection": connection, "local_type": local_type, "local_id": local_id}
+    rows = [
+        {**key, "remote_type": remote_type, "remote_id": remote_id, "created_at": now}
+        for remote_type, remote_id in refs.items()
+    ]
 
     def write(conn: Connection) -> None:
-        existing = set(conn.execute(_REMOTE_TYPES, key).scalars())
-        rows = [
-            {**key, "remote_type": remote_type, "remote_id": remote_id, "created_at": now}
-            for remote_type, remote_id in refs.items()
-            if remote_type not in existing
-        ]
         if rows:
-            conn.execute(_INSERT, rows)
+            conn.execute(_INSERT_MISSING[conn.dialect.name], rows)
 
     return write
 

@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = timedelta(seconds=5)
 HEARTBEAT_KEPT = timedelta(days=1)  # a dead worker's heartbeat is shown (not alive) this long
+# How long a success record may wait to share a commit with other records and the next claim
+# (`Database.run_write(linger=...)`): on SQLite a commit costs about as much as the record's own
+# statements. It delays only when the outcome is visible, not any CRM request; a crash in between
+# is one more attempt whose outcome went unrecorded, which the guard reads are there for.
+RECORD_LINGER = 0.05
 
 
 def utcnow() -> datetime:
@@ -74,18 +79,21 @@ class OutboxWorker:
         metrics: DeliveryObserver | None = None,
         per_connection: int | None = None,
         connection_caps: Callable[[], Mapping[str, int]] | None = None,
+        record_linger: float = RECORD_LINGER,
     ) -> None:
         """`on_change` is called whenever operations changed (read caches listen).
         `metrics` observes each attempt's duration and outcome (`crm_mcp.observability`).
         `prefetch`: how many claimed operations the continuous loop keeps waiting for a slot, so a
         freed slot starts the next one without a claim in between (default: half of
         `concurrency`, at least 4; their leases run while they wait). It claims once half of them
-        are wanted, so a claim (a write transaction) takes several operations, not one."""
+        are wanted, so a claim (a write transaction) takes several operations, not one.
+        `record_linger`: seconds the continuous loop lets a success record wait for others (and
+        for the next claim) to share one commit; the record holds no slot meanwhile."""
         self.db = db
         self.handlers = dict(handlers)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = max(1, concurrency)
-        self.prefetch = max(0, prefetch if prefetch is not None else max(4, self.concurrency // 2))
+        self.prefetch = max(0, prefetch if prefetch is not None else max(8, self.concurrency))
         self._claim_batch = max(1, self.prefetch // 2)
         self.lease = lease
         self.poll_interval = poll_interval
@@ -99,6 +107,7 @@ class OutboxWorker:
         self.per_connection = per_connection  # cap on one connection's operations in flight (claim_due)
         # Without a fixed cap: each connection's own, as many as its rate limit keeps busy.
         self._connection_caps = connection_caps
+        self.record_linger = record_linger
         self.processed = 0
         self._started_at: datetime | None = None
         self._last_beat: datetime | None = None
@@ -186,7 +195,7 @@ class OutboxWorker:
                 stopping = stop is not None and stop.is_set()
                 while ready and len(running) < self.concurrency:  # claimed ones run, stop or not
                     op = ready.popleft()
-                    running[start(self._attempt(op))] = op
+                    running[start(self._attempt(op, self.record_linger))] = op
                 wanted = self.concurrency + self.prefetch - len(running) - len(ready)
                 # Claim in batches (a claim is a write transaction, whatever it takes): once
                 # half the prefetch is wanted, or at once when a slot would otherwise idle.
@@ -348,10 +357,11 @@ class OutboxWorker:
         if record is not None:
             await record()
 
-    async def _attempt(self, op: SyncOperation) -> Callable[[], Awaitable[None]] | None:
+    async def _attempt(self, op: SyncOperation, linger: float = 0.0) -> Callable[[], Awaitable[None]] | None:
         """Run the operation's handler; return the write that records its outcome (None when the
         lease was lost: the outcome is another worker's to record then). Cancelled (the worker
-        is stopping), it hands the operation back with its progress, due again at once."""
+        is stopping), it hands the operation back with its progress, due again at once.
+        `linger`: how long a success record may wait to share a commit (`Database.run_write`)."""
         started = time.perf_counter()
         handler = self.handlers.get(op.action)
         ctx = HandlerContext(self.db, op, worker_id=self.worker_id, lease=self.lease, clock=self.clock)
@@ -376,10 +386,16 @@ class OutboxWorker:
         finally:
             if keeper is not None:
                 keeper.cancel()
-        return in_operation_scope(op, partial(self._succeeded, op, result or {}, _elapsed_ms(started), ctx))
+        record = partial(self._succeeded, op, result or {}, _elapsed_ms(started), ctx, linger)
+        return in_operation_scope(op, record)
 
     async def _succeeded(
-        self, op: SyncOperation, result: dict[str, Any], duration_ms: int, ctx: HandlerContext
+        self,
+        op: SyncOperation,
+        result: dict[str, Any],
+        duration_ms: int,
+        ctx: HandlerContext,
+        linger: float = 0.0,
     ) -> None:
         try:
             done = await outbox.mark_succeeded(
@@ -390,6 +406,7 @@ class OutboxWorker:
                 duration_ms,
                 progress=ctx.stored_progress,
                 also=ctx.success_writes,
+                linger=linger,
             )
         except Exception as exc:
             # The success transaction (with the handler's own writes) was rolled back: record a

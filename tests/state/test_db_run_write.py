@@ -1,14 +1,16 @@
-"""`Database.run_write`: a synchronous transaction on the SQLite writer thread (or the async engine)."""
+"""`Database.run_write`: a synchronous transaction on the SQLite writer thread (or the async engine),
+committed in groups: what queues meanwhile (or lingers) shares one commit, each caller its outcome."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, event, select
 
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import WorkerHeartbeat
@@ -23,6 +25,7 @@ BEATS = WorkerHeartbeat.__table__
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path}/rw.db")
     await database.upgrade()
+    await database.run_write(lambda conn: None)
     yield database
     await database.dispose()
 
@@ -94,3 +97,89 @@ async def test_in_memory_database_uses_the_async_engine() -> None:
         assert await workers(db) == {"m": 0}
     finally:
         await db.dispose()
+
+
+async def commits_while(db: Database, writes: Callable[[], Awaitable[Any]]) -> int:
+    """How many transactions the writer thread commits while `writes()` runs."""
+    assert db._writer_engine is not None  # it exists from the first write on (the fixture's)
+    commits = 0
+
+    def count(_conn: Any) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(db._writer_engine, "commit", count)
+    try:
+        await writes()
+    finally:
+        event.remove(db._writer_engine, "commit", count)
+    return commits
+
+
+async def test_writes_that_may_linger_share_one_commit(db: Database) -> None:
+    def writes() -> Awaitable[Any]:
+        return asyncio.gather(
+            *(
+                db.run_write(
+                    lambda conn, i=i: conn.execute(BEATS.insert().values(**beat(f"g{i}"))), linger=0.05
+                )
+                for i in range(10)
+            )
+        )
+
+    assert await commits_while(db, writes) == 1
+    assert sorted(await workers(db)) == sorted(f"g{i}" for i in range(10))
+
+
+async def test_a_write_that_may_not_wait_takes_the_lingering_ones_along(db: Database) -> None:
+    lingering = asyncio.ensure_future(
+        db.run_write(lambda conn: conn.execute(BEATS.insert().values(**beat("late"))), linger=3600)
+    )
+    await asyncio.sleep(0)  # queued
+
+    def urgent() -> Awaitable[Any]:
+        return db.run_write(lambda conn: conn.execute(BEATS.insert().values(**beat("now"))))
+
+    assert await commits_while(db, urgent) == 1
+    assert lingering.done()  # written in the same commit, not an hour later
+    assert sorted(await workers(db)) == ["late", "now"]
+
+
+async def test_one_failing_write_of_a_group_costs_the_others_nothing(db: Database) -> None:
+    def fails(conn: Connection) -> None:
+        conn.execute(BEATS.insert().values(**beat("bad")))
+        raise ValueError("bad")
+
+    ok = [
+        db.run_write(lambda conn, i=i: conn.execute(BEATS.insert().values(**beat(f"ok{i}"))), linger=1)
+        for i in range(3)
+    ]
+    results = await asyncio.gather(*ok, db.run_write(fails, linger=1), return_exceptions=True)
+    assert isinstance(results[-1], ValueError)
+    assert sorted(await workers(db)) == ["ok0", "ok1", "ok2"]
+
+
+async def test_a_cancelled_write_that_has_not_started_is_not_run(db: Database) -> None:
+    queued = asyncio.ensure_future(
+        db.run_write(lambda conn: conn.execute(BEATS.insert().values(**beat("never"))), linger=3600)
+    )
+    await asyncio.sleep(0)
+    queued.cancel()
+    await db.run_write(lambda conn: conn.execute(BEATS.insert().values(**beat("yes"))))
+    assert await workers(db) == {"yes": 0}
+
+
+async def test_dispose_writes_what_lingers(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/linger.db")
+    await db.upgrade()
+    pending = asyncio.ensure_future(
+        db.run_write(lambda conn: conn.execute(BEATS.insert().values(**beat("kept"))), linger=3600)
+    )
+    await asyncio.sleep(0)
+    await db.dispose()
+    assert pending.done() and pending.exception() is None
+    reopened = Database(f"sqlite+aiosqlite:///{tmp_path}/linger.db")
+    try:
+        assert await workers(reopened) == {"kept": 0}
+    finally:
+        await reopened.dispose()

@@ -20,6 +20,7 @@ from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncOperation
 from crm_mcp.state.status import sync_status
+from tests.state.test_refs import check_link_missing_keeps_what_is_there
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -146,3 +147,7 @@ async def test_dead_letter_and_retry(pg: Database) -> None:
     assert len(await outbox.retry_dead(pg, all_=True, now=T0, dry_run=True)) == 1
     assert [o.id for o in await outbox.retry_dead(pg, ids=[letter.id], now=T0)] == [op.id]
     assert await outbox.retry_dead(pg, all_=True, now=T0) == []
+
+
+async def test_link_missing_adds_what_is_missing_and_keeps_what_is_there(pg: Database) -> None:
+    await check_link_missing_keeps_what_is_there(pg)

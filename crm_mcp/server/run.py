@@ -139,19 +139,29 @@ async def build_worker(rt: Runtime) -> Any:
     )
 
 
+COLD_CAP = 2  # a connection's cap until its CRM has answered once (its latency is not known yet)
+
+
 def connection_caps(rt: Runtime) -> dict[str, int]:
     """Per connection, how many of its operations may be in flight at once: what its rate limit
     keeps busy at the latency seen (`useful_concurrency` of its client's limiter). More would only
     wait in the limiter holding slots, while other connections' operations wait for a slot: one
-    tenant's backlog would hold back every other's. A connection whose limiter cannot say is not
-    capped; CRM_MCP_WORKER_PER_CONNECTION, when set, replaces all of these."""
+    tenant's backlog would hold back every other's. Until a connection has been used and answered
+    (no connector yet, or no latency seen), COLD_CAP: otherwise the first claim beside a backlog,
+    made before any answer, would take every slot for it. A connection whose limiter cannot say
+    is not capped; CRM_MCP_WORKER_PER_CONNECTION, when set, replaces all of these."""
+    cached = rt.cached_connectors()
     caps = {}
-    for name, connector in rt.cached_connectors().items():
+    for conn in rt.connections():
+        connector = cached.get(conn.name)
+        if connector is None:
+            caps[conn.name] = COLD_CAP
+            continue
         limiter = getattr(getattr(connector, "client", None), "limiter", None)
         useful = getattr(limiter, "useful_concurrency", None)
-        cap = useful() if callable(useful) else None
-        if isinstance(cap, int):
-            caps[name] = cap
+        if callable(useful):
+            cap = useful()
+            caps[conn.name] = cap if isinstance(cap, int) else COLD_CAP
     return caps
 
 

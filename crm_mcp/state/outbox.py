@@ -375,6 +375,10 @@ def _connections_with_pending() -> Any:
 _HEADS = _connections_with_pending()
 _CANDIDATE_COLUMNS = (SyncOperation.id, SyncOperation.connection, *_AGE)
 _NOT_OURS = SyncOperation.id.not_in(bindparam("exclude", expanding=True))
+# Pending candidates skip only those an earlier round of this claim tried (PostgreSQL, when other
+# claimers held them): none in a first round, so its statement is the same every time. The
+# caller's own operations are in flight, never pending; they matter only under an expired lease.
+_NOT_TRIED = SyncOperation.id.not_in(bindparam("tried", expanding=True))
 _EXPIRED = (
     select(*_CANDIDATE_COLUMNS)
     .where(SyncOperation.status == "in_flight", SyncOperation.lease_until < bindparam("now"), _NOT_OURS)
@@ -402,7 +406,7 @@ def _oldest_due(arms: int, with_expired: bool) -> Any:
                 SyncOperation.status == "pending",
                 SyncOperation.connection == bindparam(f"c{i}"),
                 SyncOperation.next_attempt_at <= bindparam("now"),
-                _NOT_OURS,
+                _NOT_TRIED,
             )
             .order_by(*_AGE)
             .limit(bindparam("take"))
@@ -442,10 +446,10 @@ def _claim_round_robin(
     the candidates were read is no longer due (`_is_due`, on the row as locked). On SQLite claimers
     take turns (BEGIN IMMEDIATE): one round always does."""
     ops: list[Any] = []
-    tried = set(exclude)
+    tried: set[str] = set()
     for _ in range(_ROUNDS):
         wanted = limit - len(ops)
-        picked = _round_robin(conn, now, wanted, tried, per_connection)
+        picked = _round_robin(conn, now, wanted, exclude, tried, per_connection)
         if not picked:
             break
         ids = {f"p{i}": op_id for i, op_id in enumerate(picked)}
@@ -462,6 +466,7 @@ def _round_robin(
     now: datetime,
     limit: int,
     exclude: Collection[str],
+    tried: Collection[str],
     per_connection: int | Mapping[str, int] | None,
 ) -> list[str]:
     """Ids of up to 2 x `limit` due operations in round-robin order across connections: every
@@ -470,10 +475,11 @@ def _round_robin(
     The cost does not grow with the backlog: the connections with pending work come from a skip
     scan of the (status, connection, ...) index and each one's oldest due operations from one
     range of it (`_oldest_due`). `per_connection`: operations in flight under a live lease count
-    as turns their connection has taken already."""
+    as turns their connection has taken already. `exclude`: not to be taken over from an expired
+    lease (the caller's own); `tried`: read by an earlier round of this claim, not to read again."""
     connections = [c for c in conn.execute(_HEADS).scalars() if c is not None]
     take = 2 * limit
-    params: dict[str, Any] = {"now": now, "take": take, "exclude": list(exclude)}
+    params: dict[str, Any] = {"now": now, "take": take, "exclude": [*exclude, *tried], "tried": list(tried)}
     rows: list[Any] = []
     for first in range(0, max(len(connections), 1), _ARMS):
         chunk = connections[first : first + _ARMS]

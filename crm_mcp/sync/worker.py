@@ -84,9 +84,9 @@ class OutboxWorker:
         """`on_change` is called whenever operations changed (read caches listen).
         `metrics` observes each attempt's duration and outcome (`crm_mcp.observability`).
         `prefetch`: how many claimed operations the continuous loop keeps waiting for a slot, so a
-        freed slot starts the next one without a claim in between (default: half of
-        `concurrency`, at least 4; their leases run while they wait). It claims once half of them
-        are wanted, so a claim (a write transaction) takes several operations, not one.
+        freed slot starts the next one without a claim in between (default: `concurrency`, at
+        least 8; their leases run while they wait). It claims once half of them are wanted, so a
+        claim (a write transaction) takes several operations, not one.
         `record_linger`: seconds the continuous loop lets a success record wait for others (and
         for the next claim) to share one commit; the record holds no slot meanwhile."""
         self.db = db

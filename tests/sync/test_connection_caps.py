@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from crm_mcp.connectors.ratelimit import RateLimiter
-from crm_mcp.server.run import connection_caps
+from crm_mcp.server.run import COLD_CAP, connection_caps
 from crm_mcp.state import outbox
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import SyncOperation
@@ -61,14 +61,18 @@ async def test_the_worker_caps_each_connection_from_its_limiter() -> None:
     ticks = Ticks()
     known = RateLimiter(limit=20, interval_s=1.0, clock=ticks)
     await answered_after(known, ticks, 0.1)
+    names = ["limited", "fresh", "no-client", "unused"]
     rt: Any = SimpleNamespace(
+        connections=lambda: [SimpleNamespace(name=n) for n in names],
         cached_connectors=lambda: {
             "limited": SimpleNamespace(client=SimpleNamespace(limiter=known)),
             "fresh": SimpleNamespace(client=SimpleNamespace(limiter=RateLimiter(limit=5, clock=ticks))),
             "no-client": SimpleNamespace(),
-        }
+        },
     )
-    assert connection_caps(rt) == {"limited": 4}  # 20/s x 0.1 s x 2; the others cannot say yet
+    # limited: 20/s x 0.1 s x 2. fresh (nothing answered yet) and unused (no connector yet): the
+    # cold cap, so that a first claim beside a backlog cannot take every slot. no-client: cannot say.
+    assert connection_caps(rt) == {"limited": 4, "fresh": COLD_CAP, "unused": COLD_CAP}
 
 
 @pytest.fixture

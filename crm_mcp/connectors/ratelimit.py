@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
+import statistics
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -64,14 +65,24 @@ def int_header(headers: Mapping[str, str], name: str) -> int | None:
 
 
 class LatencyMeter:
-    """How long the CRM takes to answer: a moving average of send-to-answer times."""
+    """How long the CRM takes to answer: the median of the last SAMPLES send-to-answer times.
+
+    A median, not a moving average: the first answers of a connection come over new HTTP
+    connections, often while every other connection warms up too, and take several times the
+    CRM's real latency. An average starts from them and carries them for dozens of answers, and a
+    cap derived from it lets a backlog take many more slots than the limit can keep busy (the
+    first claim beside a backlog is made right then); a median drops them once most answers are
+    ordinary, and still follows a real change of the CRM's latency within SAMPLES / 2 answers."""
+
+    SAMPLES = 16
 
     def __init__(self) -> None:
+        self._samples: deque[float] = deque(maxlen=self.SAMPLES)
         self.latency_s: float | None = None
 
     def add(self, took: float) -> None:
-        took = max(0.0, took)
-        self.latency_s = took if self.latency_s is None else 0.8 * self.latency_s + 0.2 * took
+        self._samples.append(max(0.0, took))
+        self.latency_s = statistics.median(self._samples)
 
     def useful_concurrency(self, limit: int, interval_s: float) -> int | None:
         """How many requests in flight at once this limit can keep busy: its rate times the

@@ -57,6 +57,22 @@ async def test_a_limiter_knows_how_many_requests_in_flight_its_limit_keeps_busy(
     assert lifted.useful_concurrency() == 100_000  # no practical cap
 
 
+async def test_a_slow_first_few_answers_do_not_set_the_cap() -> None:
+    """A connection's first answers come over new HTTP connections, while others warm up too:
+    several times the CRM's latency. The cap follows the ordinary answers, not those."""
+    ticks = Ticks()
+    limiter = RateLimiter(limit=40, interval_s=1.0, clock=ticks)
+    for took in (0.45, 0.40, 0.30):  # cold
+        await answered_after(limiter, ticks, took)
+    assert limiter.useful_concurrency() == 32  # nothing else to go on yet
+    for _ in range(4):
+        await answered_after(limiter, ticks, 0.05)
+    assert limiter.useful_concurrency() == 4  # 40/s x 0.05 s x 2, after four ordinary answers
+    for _ in range(9):  # the CRM slows down for good: followed within half the samples
+        await answered_after(limiter, ticks, 0.2)
+    assert limiter.useful_concurrency() == 16
+
+
 async def test_the_worker_caps_each_connection_from_its_limiter() -> None:
     ticks = Ticks()
     known = RateLimiter(limit=20, interval_s=1.0, clock=ticks)

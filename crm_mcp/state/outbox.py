@@ -312,33 +312,22 @@ async def claim_due(
                 and_(_OPS.c.status == "pending", _OPS.c.next_attempt_at <= now),
                 and_(_OPS.c.status == "in_flight", _OPS.c.lease_until < now),
             )
-            query = select(_OPS).where(due, _NOT_OURS).order_by(*_AGE).limit(limit)
+            query = select(*_LOCKED).where(due, _NOT_OURS).order_by(*_AGE).limit(limit)
             rows = list(conn.execute(query.with_for_update(skip_locked=True), {"exclude": list(exclude)}))
         if not rows:
             return []
-        lease_until = now + lease
-        ids = [row.id for row in rows]
-        conn.execute(_TAKE, {"ids": ids, "owner": worker_id, "lease_until": lease_until, "now": now})
-        return [_as_taken(row, worker_id, lease_until, now) for row in rows]
+        params = {"ids": [row.id for row in rows], "owner": worker_id, "lease_until": now + lease, "now": now}
+        taken = {row.id: row for row in conn.execute(_TAKE, params)}
+        return [_detached(taken[row.id]) for row in rows]  # in claim order
 
     return await db.run_write(claim)
 
 
-def _as_taken(row: Any, worker_id: str, lease_until: datetime, now: datetime) -> SyncOperation:
-    """The operation of a locked row as `_TAKE` left it: a detached object, as a session that
-    loaded and committed it would leave it (Core rows and one UPDATE are much cheaper than the
-    ORM's load and flush, and a claim runs all the time)."""
-    values = dict(row._mapping)
-    values.update(
-        # an in-flight row is an expired lease: that attempt started and never recorded an outcome
-        read_before_create=bool(values["read_before_create"] or values["status"] == "in_flight"),
-        status="in_flight",
-        lease_owner=worker_id,
-        lease_until=lease_until,
-        attempts=values["attempts"] + 1,
-        updated_at=now,
-    )
-    op = SyncOperation(**values)
+def _detached(row: Any) -> SyncOperation:
+    """A row as an operation object, as a session that loaded and committed it would leave it
+    (Core rows and one UPDATE ... RETURNING are much cheaper than the ORM's load and flush, and a
+    claim runs all the time)."""
+    op = SyncOperation(**row._mapping)
     make_transient_to_detached(op)
     return op
 
@@ -423,7 +412,7 @@ def _lock_in_order(n: int) -> Any:
     position = case({bindparam(f"p{i}"): i for i in range(n)}, value=_OPS.c.id)
     ids: list[Any] = [bindparam(f"p{i}") for i in range(n)]
     return (
-        select(_OPS)
+        select(*_LOCKED)
         .where(_OPS.c.id.in_(ids))
         .order_by(position)
         .limit(bindparam("limit"))
@@ -541,7 +530,10 @@ async def checkpoint(
 
 _OPS = cast(Table, SyncOperation.__table__)
 _LOGS = cast(Table, SyncLog.__table__)
-# A claim takes the rows it locked (SET reads every column as it was before the update).
+# What a claim reads of the rows it locks: enough to check that each is still due (`_is_due`).
+_LOCKED = (_OPS.c.id, _OPS.c.status, _OPS.c.next_attempt_at, _OPS.c.lease_until)
+# A claim takes the rows it locked and reads them as taken (SET reads every column as it was
+# before the update: an in-flight row is an expired lease, whose attempt never recorded an outcome).
 _TAKE = (
     update(_OPS)
     .where(_OPS.c.id.in_(bindparam("ids", expanding=True)))
@@ -553,6 +545,7 @@ _TAKE = (
         attempts=_OPS.c.attempts + 1,
         updated_at=bindparam("now", type_=_OPS.c.updated_at.type),
     )
+    .returning(*_OPS.c)
 )
 
 

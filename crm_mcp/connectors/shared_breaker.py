@@ -7,6 +7,7 @@ If Redis is unreachable, the in-process `CircuitBreaker` kept warm beside it ans
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -57,7 +58,7 @@ class RedisCircuitBreaker(WriteBehind):
         self._open_deadline = 0.0  # the same moment on the local clock
         self._seen: dict[str, Any] = {"calls_in_window": 0, "failures": 0, "trips": 0, "consecutive_trips": 0}
         self._seen_at = float("-inf")
-        self._pulling = False
+        self._pulled_at = float("-inf")
         self.fallback = CircuitBreaker(
             self.name, window_s=window_s, min_calls=min_calls,
             failure_rate_threshold=failure_rate_threshold, base_open_s=base_open_s,
@@ -109,9 +110,10 @@ class RedisCircuitBreaker(WriteBehind):
         """Sync pre-check: False only while the last state seen is OPEN (`admit()` decides)."""
         if self.degraded:
             return self.fallback.allow()
-        if self._local() - self._seen_at > 1.0 and not self._pulling:
-            self._pulling = True  # refresh the state seen in the background, at most once a second
-            self._schedule(self._pull)
+        now = self._local()
+        if now - self._seen_at > 1.0 and now - self._pulled_at > 1.0:
+            self._pulled_at = now  # refresh the state seen in the background, at most once a second
+            self._schedule("cb_view", [self._now_arg(), self.window_s], self._apply)
         return self.state is not BreakerState.OPEN
 
     def check(self, provider: str = "") -> None:
@@ -130,47 +132,48 @@ class RedisCircuitBreaker(WriteBehind):
     # -- the shared decision (async) ------------------------------------------------------------
     async def admit(self, provider: str = "") -> None:
         """Atomically: allowed while CLOSED; in HALF_OPEN one probe for all processes; else raise."""
-        await self.flush()
+        await self.admitted(self.submit_admit(), provider)
+
+    def submit_admit(self) -> asyncio.Future[Any] | None:
+        """Queue the admission for the next round trip (after every update made so far); None
+        when degraded (then `admitted` asks the local fallback)."""
         if self.degraded:
-            return  # `check()` consulted the local fallback
+            return None
+        self._submit_pending()
         args = [self._now_arg(), self.probe_timeout_s, self._token, self._ttl()]
+        return self._store.submit("cb_admit", self._keys, args)
+
+    async def admitted(self, verdict: asyncio.Future[Any] | None, provider: str = "") -> None:
+        """The admission `submit_admit` queued: returns if allowed, raises CircuitOpenError if not."""
+        if verdict is None:
+            return  # `check()` consulted the local fallback
         try:
-            verdict = self._apply(await self._store.run("cb_admit", self._keys, args))
+            allowed = self._apply(await verdict)
         except SharedStateUnavailable as exc:
             self._degrade(exc)
             self.fallback.check(provider)
             return
-        if verdict == 0:
+        if allowed == 0:
             if self._seen_state is BreakerState.OPEN:
                 self._refuse(provider, self._seen_open_until, self._open_deadline - self._local())
             self._refuse(provider, None, 1.0)  # half-open: another call holds the single probe
-
-    async def _pull(self) -> None:
-        self._pulling = False
-        self._apply(await self._store.run("cb_view", self._keys, [self._now_arg(), self.window_s]))
 
     async def refresh(self) -> dict[str, Any]:
         """Read the shared state (what `state`, `check()` and `snapshot()` answer from)."""
         await self.flush()
         try:
-            await self._pull()
+            self._apply(await self._store.run("cb_view", self._keys, [self._now_arg(), self.window_s]))
         except SharedStateUnavailable as exc:
             self._degrade(exc)
         return self.snapshot()
 
     def _record(self, failed: bool) -> None:
         self._seq += 1
-        member = f"{self._token}:{self._seq}"
-        now = self._now_arg()
-
-        async def op() -> None:
-            args = [
-                now, "1" if failed else "0", member, self.window_s, self.min_calls,
-                self.failure_rate_threshold, self.base_open_s, self.max_open_s, self._ttl(),
-            ]  # fmt: skip
-            self._apply(await self._store.run("cb_record", self._keys, args))
-
-        self._schedule(op)
+        args = [
+            self._now_arg(), "1" if failed else "0", f"{self._token}:{self._seq}", self.window_s,
+            self.min_calls, self.failure_rate_threshold, self.base_open_s, self.max_open_s, self._ttl(),
+        ]  # fmt: skip
+        self._schedule("cb_record", args, self._apply)
 
     def record_success(self) -> None:
         self.fallback.record_success()
@@ -183,12 +186,7 @@ class RedisCircuitBreaker(WriteBehind):
     def record_cancelled(self) -> None:
         """Free the probe slot if this process holds it."""
         self.fallback.record_cancelled()
-        now = self._now_arg()
-
-        async def op() -> None:
-            self._apply(await self._store.run("cb_cancel", self._keys, [now, self._token]))
-
-        self._schedule(op)
+        self._schedule("cb_cancel", [self._now_arg(), self._token], self._apply)
 
     def snapshot(self) -> dict[str, Any]:
         if self.degraded:

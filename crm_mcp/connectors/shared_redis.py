@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from .shared_state_lua import SCRIPTS
 
+_SHAS = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()}  # noqa: S324 (Redis names scripts by SHA-1)
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+Applier = Callable[[Any], Any]  # takes a script's reply
 FALLBACK_S = 5.0  # after a Redis error, use the local fallback this long before trying Redis again
 
 
@@ -33,8 +38,14 @@ def key_prefix(provider: str, connection: str) -> str:
 
 
 class RedisStore:
-    """One lazily opened `redis.asyncio` client and the registered scripts, shared by the limiter and
-    breaker of a connection. `redis` is imported on first use so start-up stays fast."""
+    """One lazily opened `redis.asyncio` client, shared by the limiter and breaker of a connection.
+    `redis` is imported on first use so start-up stays fast.
+
+    Script calls are pipelined: a call made while a round trip is under way waits for it and goes
+    with every other call made meanwhile in the next one (in the order they were made; Redis runs a
+    pipeline's commands one after the other). Each CRM request needs a few script calls (the
+    breaker's admission and record, the limiter's take and observation); batched, a busy process
+    pays about one round trip per round of requests instead of a few per request, serialized."""
 
     def __init__(self, url: str | None = None, *, client: Any = None, timeout_s: float = 2.0) -> None:
         if url is None and client is None:
@@ -43,7 +54,8 @@ class RedisStore:
         self._client = client
         self._owns_client = client is None
         self._timeout_s = timeout_s
-        self._scripts: dict[str, Any] = {}
+        self._queue: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     def client(self) -> Any:
         if self._client is None:
@@ -55,24 +67,76 @@ class RedisStore:
             )
         return self._client
 
+    def submit(self, script: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Queue one of `SCRIPTS` (run atomically) for the next round trip; the future has its
+        reply, or SharedStateUnavailable when Redis could not be reached. Needs a running loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((script, keys, args, future))
+        if self._sender is None or self._sender.done():
+            self._sender = loop.create_task(self._send())
+        return future
+
     async def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """Run one of `SCRIPTS` atomically (EVALSHA, loading it on NOSCRIPT)."""
+        """Run one of `SCRIPTS` atomically and return its reply (see `submit`)."""
+        return await self.submit(script, keys, args)
+
+    async def _send(self) -> None:
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        registered = self._scripts.get(script)
-        if registered is None:
-            registered = self._scripts[script] = self.client().register_script(SCRIPTS[script])
-        try:
-            return await registered(keys=keys, args=args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise SharedStateUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                replies = await self._execute([(script, keys, args) for script, keys, args, _ in batch])
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                unavailable = SharedStateUnavailable(f"redis unavailable: {type(exc).__name__}")
+                replies = [unavailable] * len(batch)
+            except BaseException as exc:  # a bug, or cancelled: no caller may wait forever
+                for *_, future in batch:
+                    if future.done():
+                        continue
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+                raise
+            for (*_, future), reply in zip(batch, replies, strict=True):
+                if future.done():  # its caller was cancelled
+                    continue
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+
+    async def _execute(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """One pipeline of EVALSHAs (no transaction: each script is atomic by itself). Scripts the
+        server does not have (first use, or after a restart) are loaded and those calls re-sent."""
+        from redis.exceptions import NoScriptError
+
+        client = self.client()
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = client.pipeline(transaction=False)
+            for i in todo:
+                script, keys, args = calls[i]
+                pipe.evalsha(_SHAS[script], len(keys), *keys, *args)
+            for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+            todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
+            if not todo or attempt:
+                break
+            for script in {calls[i][0] for i in todo}:
+                await client.script_load(SCRIPTS[script])
+        return replies
 
     async def aclose(self) -> None:
+        if self._sender is not None and not self._sender.done():
+            await asyncio.gather(self._sender, return_exceptions=True)
         if self._client is not None and self._owns_client:
             await self._client.aclose()
             self._client = None
-            self._scripts.clear()
 
 
 def as_str(value: Any) -> str:
@@ -81,16 +145,18 @@ def as_str(value: Any) -> str:
 
 
 class WriteBehind:
-    """Ordered background application of updates made from sync methods (why: see the docstring
-    of `crm_mcp.connectors.shared_state`)."""
+    """Updates made from sync methods, handed to the store at once and applied in the order made
+    (why: see the docstring of `crm_mcp.connectors.shared_state`). Subclasses set `_keys`."""
+
+    _keys: list[str]
 
     def __init__(self, store: RedisStore, clock: Clock | None, local_clock: Clock) -> None:
         self._store = store
         self._clock = clock
         self._local = local_clock
-        self._pending: collections.deque[Callable[[], Awaitable[Any]]] = collections.deque()
-        self._drain_lock = asyncio.Lock()
-        self._drainer: asyncio.Task[None] | None = None
+        # made with no event loop running (sync callers): handed over by the next flush()
+        self._pending: collections.deque[tuple[str, list[Any], Applier | None]] = collections.deque()
+        self._submitted: set[asyncio.Future[Any]] = set()
         self._degraded_until = float("-inf")
 
     def _now_arg(self) -> str:
@@ -105,25 +171,39 @@ class WriteBehind:
             log.warning("shared rate-limit/breaker state unavailable (%s); using local state", exc)
         self._degraded_until = self._local() + FALLBACK_S
 
-    def _schedule(self, op: Callable[[], Awaitable[Any]]) -> None:
-        self._pending.append(op)
+    def _schedule(self, script: str, args: list[Any], apply: Applier | None = None) -> None:
+        """Run `script` on this instance's keys with `args` in the next round trip; `apply` gets
+        its reply. Skipped while degraded: the local fallback already has the update."""
+        if self.degraded:
+            return
+        self._pending.append((script, args, apply))
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
-            return  # applied by the next flush()
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self.flush())
+            return
+        self._submit_pending()
+
+    def _submit_pending(self) -> None:
+        while self._pending:
+            script, args, apply = self._pending.popleft()
+            future = self._store.submit(script, self._keys, args)
+            self._submitted.add(future)
+            future.add_done_callback(functools.partial(self._applied, apply))
+
+    def _applied(self, apply: Applier | None, future: asyncio.Future[Any]) -> None:
+        self._submitted.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if isinstance(exc, SharedStateUnavailable):
+            self._degrade(exc)
+        elif exc is not None:  # a bug must not break the request path; say so loudly
+            log.error("shared state update failed", exc_info=exc)
+        elif apply is not None:
+            apply(future.result())
 
     async def flush(self) -> None:
-        """Apply this process's queued updates to Redis, in order."""
-        async with self._drain_lock:
-            while self._pending:
-                op = self._pending.popleft()
-                if self.degraded:
-                    continue  # the local fallback already has it
-                try:
-                    await op()
-                except SharedStateUnavailable as exc:
-                    self._degrade(exc)
-                except Exception:  # a bug must not break the request path; say so loudly
-                    log.exception("shared state update failed")
+        """Return once every update made so far is applied in Redis (or failed)."""
+        self._submit_pending()
+        if self._submitted:  # (asyncio.wait: a cancelled caller does not cancel the updates)
+            await asyncio.wait(list(self._submitted))

@@ -11,12 +11,15 @@ clock, whatever their local clocks say; Redis >= 5 replicates script effects, so
 next to writes). Tests may inject `clock=` (then its value is sent with every call instead).
 Waits are returned as durations and slept on the local, injected `sleep`.
 
-Sync methods of the protocols (`observe`, `note_429`, `record_*`) cannot await Redis: they queue
-the update and a background task applies it in order; `acquire()` / `admit()` first flush this
-process's queue, so a process always sends under its own latest knowledge, and other processes see
-it one round trip later. The HTTP client calls only the sync `breaker.check()` (served from the last
-state seen); the authoritative, atomic admission (`RedisCircuitBreaker.admit`) runs inside
-`RedisRateLimiter.acquire` when the limiter is given the breaker, as `build_shared_guards` does.
+Sync methods of the protocols (`observe`, `note_429`, `record_*`) cannot await Redis: they hand
+the update to the store, which sends every call made while a round trip is under way together in
+the next one, a pipeline run in order (`RedisStore.submit`). So `acquire()` / `admit()` run after
+this process's earlier updates (a process always sends under its own latest knowledge), other
+processes see them one round trip later, and a busy process pays about one round trip per round of
+requests: a request's admission and take share one, its observation and record ride on the next.
+The HTTP client calls only the sync `breaker.check()` (served from the last state seen); the
+authoritative, atomic admission (`RedisCircuitBreaker.admit`) runs inside `RedisRateLimiter.acquire`
+when the limiter is given the breaker, as `build_shared_guards` does.
 
 If Redis is unreachable, both fall back to an in-process limiter / breaker (kept warm with the
 same observations) for a few seconds at a time and log a warning: an outage of the coordination
@@ -42,6 +45,7 @@ from typing import Any
 from crm_mcp.errors import RateLimitedError
 
 from .base import ProviderSpec
+from .breaker import BreakerState
 from .ratelimit import LatencyMeter, RateLimiter, int_header, spec_limits
 from .shared_breaker import RedisCircuitBreaker
 from .shared_redis import Clock, RedisStore, SharedStateUnavailable, WriteBehind, as_str, key_prefix
@@ -97,7 +101,8 @@ class RedisRateLimiter(WriteBehind):
         self._seq = 0
         self._inflight: collections.deque[tuple[str, float]] = collections.deque()  # (member, sent at)
         self._latency = LatencyMeter()
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # the acquirers that found no slot, in turn
+        self._waiting = 0  # how many of them
         self._view: dict[str, Any] = {}
         self.fallback = RateLimiter(
             limit=limit, interval_s=interval_s, daily_limit=daily_limit, max_wait_s=max_wait_s,
@@ -119,36 +124,66 @@ class RedisRateLimiter(WriteBehind):
         return int(self.interval_s * 2 + 60), DAY_S + 3600
 
     async def acquire(self) -> None:
-        """Wait (cooperatively, bounded by `max_wait_s`) for a shared slot, then take it."""
-        if self.breaker is not None:
-            await self.breaker.admit()
+        """Wait (cooperatively, bounded by `max_wait_s`) for a shared slot, then take it.
+
+        One round trip when a slot is free: the breaker's admission and the take go in it, after
+        every update this process made so far (a process always sends under its own latest
+        knowledge). Acquirers of this process that find no slot wait their turn, first come first
+        served, and later ones queue behind them rather than try first."""
         start = self._local()
-        async with self._lock:
-            while True:
-                await self.flush()
-                if self.degraded:
-                    await self.fallback.acquire()
-                    return
-                self._seq += 1
-                member = f"{self._token}:{self._seq}"
-                log_ttl, state_ttl = self._ttls()
-                args = [self._now_arg(), member, self.limit, self.interval_s, log_ttl, state_ttl]
-                try:
-                    taken, value = await self._store.run("take", self._keys, args)
-                except SharedStateUnavailable as exc:
-                    self._degrade(exc)
-                    continue
-                if int(taken):
-                    self._inflight.append((member, self._local()))
-                    return
-                wait = float(as_str(value))
-                if self._local() + wait - start > self.max_wait_s:
-                    raise RateLimitedError(
-                        f"rate limit: next request slot is {wait:.1f}s away", retry_after=round(wait, 3)
-                    )
-                self.waits += 1
-                self.waited_s += wait
-                await self._sleep(wait)
+        breaker = self.breaker
+        together = breaker is not None and not breaker.degraded and breaker.state is BreakerState.CLOSED
+        if breaker is not None and (self._waiting or not together):
+            # its own round trip first: a refused call must not take a slot (the one taken with a
+            # refusal in the same round trip, when the breaker opened meanwhile, is the exception)
+            await breaker.admit()
+            breaker = None
+        if not self._waiting and await self._take(breaker) is None:
+            return
+        self._waiting += 1
+        try:
+            async with self._lock:
+                while (wait := await self._take(None)) is not None:
+                    if self._local() + wait - start > self.max_wait_s:
+                        raise RateLimitedError(
+                            f"rate limit: next request slot is {wait:.1f}s away", retry_after=round(wait, 3)
+                        )
+                    self.waits += 1
+                    self.waited_s += wait
+                    await self._sleep(wait)
+        finally:
+            self._waiting -= 1
+
+    async def _take(self, breaker: RedisCircuitBreaker | None) -> float | None:
+        """Take a slot if one is free now (None) or say how long until one is (seconds); with
+        `breaker`, its admission goes in the same round trip, before the take."""
+        if self.degraded:
+            if breaker is not None:
+                await breaker.admit()
+            await self.fallback.acquire()
+            return None
+        verdict = breaker.submit_admit() if breaker is not None else None
+        self._submit_pending()
+        self._seq += 1
+        member = f"{self._token}:{self._seq}"
+        log_ttl, state_ttl = self._ttls()
+        args = [self._now_arg(), member, self.limit, self.interval_s, log_ttl, state_ttl]
+        taking = self._store.submit("take", self._keys, args)
+        if breaker is not None:
+            try:
+                await breaker.admitted(verdict)
+            except BaseException:
+                taking.add_done_callback(_retrieved)
+                raise
+        try:
+            taken, value = await taking
+        except SharedStateUnavailable as exc:
+            self._degrade(exc)
+            return await self._take(None)
+        if int(taken):
+            self._inflight.append((member, self._local()))
+            return None
+        return float(as_str(value))
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """The exchange is over: its send now occupies the window from its receipt; learn limits."""
@@ -167,21 +202,17 @@ class RedisRateLimiter(WriteBehind):
         if daily_limit:
             self.daily_limit = daily_limit
         reset_epoch = "" if not reset else f"{reset / 1000.0 if reset > 10**11 else float(reset):.3f}"
-        now = self._now_arg()
 
         def arg(v: int | None, positive: bool = False) -> str:
             return "" if v is None or (positive and v <= 0) else str(v)
 
-        async def op() -> None:
-            log_ttl, state_ttl = self._ttls()
-            args = [
-                now, member, arg(limit, True), arg(interval_ms, True), arg(remaining),
-                arg(daily_limit, True), arg(daily_remaining), reset_epoch,
-                self.limit, self.interval_s, log_ttl, state_ttl,
-            ]  # fmt: skip
-            await self._store.run("observe", self._keys, args)
-
-        self._schedule(op)
+        log_ttl, state_ttl = self._ttls()
+        args = [
+            self._now_arg(), member, arg(limit, True), arg(interval_ms, True), arg(remaining),
+            arg(daily_limit, True), arg(daily_remaining), reset_epoch,
+            self.limit, self.interval_s, log_ttl, state_ttl,
+        ]  # fmt: skip
+        self._schedule("observe", args)
 
     def useful_concurrency(self) -> int | None:
         """See `LatencyMeter.useful_concurrency`: the shared limit, this process's latency."""
@@ -190,13 +221,8 @@ class RedisRateLimiter(WriteBehind):
     def note_429(self, retry_after: float | None) -> None:
         """Every process pauses until the provider's penalty is over (see `RateLimiter.note_429`)."""
         self.fallback.note_429(retry_after)
-        now = self._now_arg()
         ra = "" if retry_after is None else f"{retry_after:.6f}"
-
-        async def op() -> None:
-            await self._store.run("note_429", self._keys, [now, ra, self.interval_s, self._ttls()[1]])
-
-        self._schedule(op)
+        self._schedule("note_429", [self._now_arg(), ra, self.interval_s, self._ttls()[1]])
 
     async def refresh(self) -> dict[str, Any]:
         """Read the shared view (what `snapshot()` reports) from Redis."""
@@ -243,6 +269,12 @@ class RedisRateLimiter(WriteBehind):
             await self.breaker.flush()
         await self.flush()
         await self._store.aclose()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a reply nobody will read as seen (no "exception was never retrieved" warning)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def build_shared_guards(

@@ -217,6 +217,73 @@ async def test_falls_back_to_local_state_when_redis_is_down(connection: str, fak
     await rl.aclose()
 
 
+async def test_concurrent_requests_share_round_trips(connection: str, fake_time: Any) -> None:
+    """A busy process: 40 requests at once, each a breaker admission, a take, an observation and a
+    record, cost a few pipelines, not 40 x 4 round trips one after the other."""
+    import redis.asyncio as aioredis
+
+    sends = 0
+
+    class Counted(aioredis.Connection):
+        async def send_packed_command(self, *args: Any, **kw: Any) -> None:
+            nonlocal sends
+            sends += 1
+            await super().send_packed_command(*args, **kw)
+
+    pool = aioredis.ConnectionPool.from_url(REDIS_URL, connection_class=Counted)
+    client = aioredis.Redis(connection_pool=pool)
+    store = RedisStore(client=client)
+    rl = RedisRateLimiter.for_spec(GHL_SPEC, store, connection, clock=fake_time.clock, sleep=fake_time.sleep)
+    cb = RedisCircuitBreaker(store, GHL_SPEC.name, connection, clock=fake_time.clock)
+    rl.breaker = cb
+
+    async def request() -> None:
+        await rl.acquire()
+        rl.observe({H["max"]: "100", H["int"]: "10000", H["rem"]: "90"})
+        cb.record_success()
+
+    await asyncio.gather(*(request() for _ in range(40)))
+    await rl.flush()
+    await cb.flush()
+    try:
+        # two pipelines (admissions and takes; observations and records), and on a Redis that has
+        # not seen the scripts yet a SCRIPT LOAD for each and the pipeline again: 360 one by one
+        assert sends <= 10
+        assert (await rl.refresh())["in_window"] == 40
+        assert (await cb.refresh())["calls_in_window"] == 40
+    finally:
+        await client.aclose()
+
+
+async def test_an_update_applies_before_the_next_take_without_a_flush(
+    stores: list[RedisStore], connection: str, fake_time: Any
+) -> None:
+    """Updates go in call order: a limit learned from one answer binds this process's next take
+    though nobody awaited the update, and another process's too once it is applied."""
+    t = fake_time
+    a, b = limiters(stores, connection, t, max_wait_s=60)
+    await a.acquire()
+    a.observe({H["max"]: "2", H["int"]: "1000"})
+    start = t.now
+    await a.acquire()  # the second of 2 per second
+    await a.acquire()  # the third waits for the first to leave the window
+    assert t.now == pytest.approx(start + 1.0)
+    assert (await b.refresh())["limit"] == 2
+
+
+async def test_scripts_are_loaded_again_after_redis_forgot_them(
+    stores: list[RedisStore], connection: str, fake_time: Any
+) -> None:
+    (rl, _) = limiters(stores, connection, fake_time)
+    await rl.acquire()
+    await stores[0].client().script_flush()  # as after a restart of Redis
+    await rl.acquire()
+    rl.observe({})
+    await rl.flush()
+    snap = await rl.refresh()
+    assert snap["shared"] is True and snap["in_window"] == 2
+
+
 # -- breaker -----------------------------------------------------------------------------------
 async def test_a_breaker_opened_by_one_process_is_open_for_the_other(
     stores: list[RedisStore], connection: str, fake_time: Any

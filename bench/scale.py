@@ -4,13 +4,17 @@ Each run gets a fresh PostgreSQL database (on 127.0.0.1:5432, trust auth, droppe
 and the GoHighLevel simulator in a child process, answering every request after LATENCY. Real
 `python -m crm_mcp worker` processes (CRM_MCP_WORKER_CONCURRENCY=C each, the shared rate-limit
 and breaker state in Redis via CRM_MCP_REDIS_URL) are started and wait, idle, until all have
-entered their delivery loop; then OPS `appointment.create` bookings are queued at once and the
-clock runs until the last one has succeeded.
+entered their delivery loop; each worker count first delivers 2 x C bookings per worker untimed
+(connections, caches, compiled statements), then OPS `appointment.create` bookings are queued at
+once and the clock runs until the last one has succeeded. Every run starts with the bench's Redis
+database cleared of shared limiter and breaker state (what an earlier run learned would bind it).
 
-1. Throughput, limits lifted: ops/s for 1, 2 and 4 workers, printed as ratios to the 1-worker
-   run of this same invocation (issue target: 2 workers >= 1.7x one, where one is CPU-bound),
-   with the CPU milliseconds per booking of the workers, the simulator and PostgreSQL (from
-   /proc): on a 2-core machine they share two cores, which bounds what more workers can add.
+1. Throughput, limits lifted: ops/s for 1, 2 and 4 workers, each count run ROUNDS times in
+   alternation (this machine's speed drifts), the means printed as ratios to 1 worker's (issue
+   target: 2 workers >= 1.7x one, where one is CPU-bound), with the CPU milliseconds per booking
+   of the workers, the simulator and PostgreSQL (from /proc) and how busy the whole machine was
+   (/proc/stat): on a 2-core machine they all share two cores, so a run that keeps the machine
+   busy X% against 1 worker's Y% can be at most X / Y faster, whatever the workers do.
 2. One strict limit shared through Redis: 4 workers against a simulator that allows STRICT
    requests per second; the 429s the simulator sent (target 0) and the quota use (requests/s
    over the limit while work was queued; target >= 0.9).
@@ -18,7 +22,7 @@ clock runs until the last one has succeeded.
    sending the same number of requests (bench/outbox.py's measurement) at C = 4, 16, 32
    (issue target <= 1.3). `--no-overhead` skips it.
 
-`python bench/scale.py` (or `make bench`). Needs PostgreSQL and Redis; about two minutes.
+`python bench/scale.py` (or `make bench`). Needs PostgreSQL and Redis; about three minutes.
 """
 
 from __future__ import annotations

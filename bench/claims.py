@@ -30,32 +30,24 @@ from crm_mcp.state.db import Database
 PG = os.environ.get("CRM_MCP_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
+def _op(key: str, connection: str) -> outbox.NewOperation:
+    return outbox.NewOperation(
+        idempotency_key=key,
+        connection=connection,
+        action="appointment.create",
+        payload={"key": key},
+        entity_type="appointment",
+        entity_id=key,
+    )
+
+
 async def per_claim_ms(url: str, backlog: int, quiet: int, claims: int) -> float:
     db = Database(url)
     await db.upgrade()
     try:
         now = datetime.now(UTC)
-        items = [
-            outbox.NewOperation(
-                idempotency_key=f"noisy-{i}",
-                connection="noisy",
-                action="appointment.create",
-                payload={"i": i},
-                entity_type="appointment",
-                entity_id=f"noisy-{i}",
-            )
-            for i in range(backlog)
-        ] + [
-            outbox.NewOperation(
-                idempotency_key=f"quiet-{q}",
-                connection=f"quiet{q:02d}",
-                action="appointment.create",
-                payload={"q": q},
-                entity_type="appointment",
-                entity_id=f"quiet-{q}",
-            )
-            for q in range(quiet)
-        ]
+        items = [_op(f"noisy-{i}", "noisy") for i in range(backlog)]
+        items += [_op(f"quiet-{q}", f"quiet{q:02d}") for q in range(quiet)]
         async with db.begin_write() as session:
             await outbox.enqueue_many(session, items, now=now - timedelta(seconds=1))
         lease = timedelta(minutes=5)

@@ -90,16 +90,12 @@ class RedisStore:
             try:
                 replies = await self._execute([(script, keys, args) for script, keys, args, _ in batch])
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                unavailable = SharedStateUnavailable(f"redis unavailable: {type(exc).__name__}")
-                replies = [unavailable] * len(batch)
-            except BaseException as exc:  # a bug, or cancelled: no caller may wait forever
+                replies = [SharedStateUnavailable(f"redis unavailable: {type(exc).__name__}")] * len(batch)
+            except Exception as exc:  # anything else is each caller's error, as it would be alone
+                replies = [exc] * len(batch)
+            except BaseException:  # cancelled (the loop is closing): so are the calls in hand
                 for *_, future in batch:
-                    if future.done():
-                        continue
-                    if isinstance(exc, Exception):
-                        future.set_exception(exc)
-                    else:
-                        future.cancel()
+                    future.cancel()
                 raise
             for (*_, future), reply in zip(batch, replies, strict=True):
                 if future.done():  # its caller was cancelled

@@ -38,13 +38,14 @@ def process_id() -> str:
 
 async def publish_guards(rt: Runtime, process: str) -> None:
     """Store this process's breaker / limiter snapshot of each connector it has built."""
+    from crm_mcp.connectors.http import current_snapshot
     from crm_mcp.state.connection_state import publish_guards as store
 
     snaps: dict[str, tuple[str, dict[str, Any]]] = {}
     for name, connector in rt.cached_connectors().items():
-        snap = getattr(connector, "snapshot", None)
-        if callable(snap):
-            snaps[name] = (connector.provider, _jsonable(snap()))
+        snap = await current_snapshot(connector)
+        if snap is not None:
+            snaps[name] = (connector.provider, _jsonable(snap))
     db = await rt.database()
     async with db.begin_write() as session:
         await store(session, process=process, snapshots=snaps, now=rt.clock())

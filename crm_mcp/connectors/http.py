@@ -307,6 +307,14 @@ class ResilientClient:
                 request_id=self._request_id(response, None),
             ) from None
 
+    async def refresh_shared(self) -> None:
+        """Read the limiter's and breaker's state shared with other processes (a Redis-backed one
+        answers `snapshot()` from what it last read; the in-memory ones are always current)."""
+        for guard in (self.limiter, self.breaker):
+            refresh = getattr(guard, "refresh", None)
+            if refresh is not None:
+                await refresh()
+
     def snapshot(self) -> dict[str, Any]:
         snap = {
             "provider": self.provider,
@@ -495,3 +503,13 @@ class ResilientClient:
 
     def _safe(self, path: str) -> str:
         return self._redact(path)
+
+
+async def current_snapshot(connector: object) -> dict[str, Any] | None:
+    """A connector's limiter and breaker snapshot (None if it has none), with the state it shares
+    with other processes read first: what the health check and the published guards report."""
+    client = getattr(connector, "client", None)
+    if isinstance(client, ResilientClient):
+        await client.refresh_shared()
+    snapshot = getattr(connector, "snapshot", None)
+    return snapshot() if callable(snapshot) else None

@@ -68,6 +68,7 @@ async def check_one(
 ) -> ConnectionHealth:
     """Check the connection now (the preflight, whose result is stored for the write tools too),
     and judge it with its outbox `numbers` (from `outbox_numbers`)."""
+    from crm_mcp.connectors.http import current_snapshot
     from crm_mcp.preflight import run_preflight
 
     declared = get_provider(provider)
@@ -86,9 +87,9 @@ async def check_one(
     h.check_error = failed.detail if failed is not None else None
     if h.credentials_valid and failed is None:
         h.latency_ms = round((time.perf_counter() - started) * 1000, 1)
-    snap = getattr(rt.cached_connectors().get(name), "snapshot", None)
-    if callable(snap):
-        for key, value in quota(snap()).items():
+    snap = await current_snapshot(rt.cached_connectors().get(name))
+    if snap is not None:
+        for key, value in quota(snap).items():
             setattr(h, key, value)
     numbers = dict(numbers)
     window = Window(

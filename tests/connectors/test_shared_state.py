@@ -425,6 +425,41 @@ async def test_runtime_builds_shared_guards_when_redis_url_is_set(
         await rt.aclose()
 
 
+async def test_a_process_reports_the_quota_every_process_used(
+    ghl_sandbox: tuple[Any, Any], connection: str
+) -> None:
+    """What the health check and the published guards show (`current_snapshot`) is the shared
+    state: requests another process sent count, though this one sent none."""
+    from crm_mcp.connectors.http import current_snapshot
+    from crm_mcp.providers.gohighlevel.sandbox.simulator import SANDBOX_LOCATION_ID, SANDBOX_TOKEN
+    from crm_mcp.views import quota
+
+    conns = [
+        GoHighLevelConnector(
+            connection,
+            token=SANDBOX_TOKEN,
+            location_id=SANDBOX_LOCATION_ID,
+            base_url=ghl_sandbox[1].url,
+            **build_shared_guards(GHL_SPEC, connection, REDIS_URL),
+        )
+        for _ in range(2)
+    ]
+    busy, idle = conns
+    try:
+        for _ in range(3):
+            await busy.ping()
+        await busy.client.limiter.flush()  # type: ignore[attr-defined]
+        snap = await current_snapshot(idle)
+        assert snap is not None
+        figures = quota(snap)
+        assert figures["burst_limit"] == 100 and figures["burst_remaining"] < 100  # the CRM's count
+        assert snap["limiter"]["in_window"] == 3 and snap["breaker"]["calls_in_window"] == 3
+    finally:
+        for c in conns:
+            await c.aclose()
+            await c.client.limiter.aclose()  # type: ignore[attr-defined]
+
+
 _WORKER = """
 import asyncio, sys
 from crm_mcp.providers.gohighlevel.connector import GHL_SPEC, GoHighLevelConnector

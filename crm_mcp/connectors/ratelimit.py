@@ -342,11 +342,13 @@ class RateLimiter:
     def snapshot(self) -> dict[str, Any]:
         now = self._clock()
         in_window = sum(1 for t in self._log if t > now - self.interval_s)
+        # the CRM's last count less what was sent since, while its window lasts (then: unknown)
+        fresh = self._server_at is not None and now < self._server_at + self.interval_s
         return {
             "limit": self.limit,
             "interval_s": self.interval_s,
             "in_window": in_window,
-            "server_remaining": self._server_remaining if self._server_at is not None else None,
+            "server_remaining": max(0, self._server_remaining - self._sent_since_obs) if fresh else None,
             "daily_limit": self.daily_limit,
             "daily_remaining": self._daily_remaining,
             "blocked_for_s": round(max(0.0, self._blocked_until - now), 3),

@@ -141,7 +141,10 @@ local now = now_s(ARGV[1])
 local h = hash(KEYS[2])
 local interval = num(h.interval_s, tonumber(ARGV[3]))
 local server_left = ''
-if num(h.server_at, nil) ~= nil then server_left = tostring(num(h.server_remaining, 0)) end
+local server_at = num(h.server_at, nil)
+if server_at ~= nil and now < server_at + interval then
+  server_left = tostring(math.max(0, num(h.server_remaining, 0) - num(h.sent_since_obs, 0)))
+end
 return {tostring(num(h.limit, tonumber(ARGV[2]))), fmt(interval),
   redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now - interval), '+inf'), server_left,
   h.daily_limit or '', h.daily_remaining or '', fmt(math.max(0, num(h.blocked_until, 0) - now))}

@@ -72,6 +72,22 @@ async def test_server_remaining_zero_waits_for_the_window_to_roll(fake_time: Any
 
 
 @pytest.mark.anyio
+async def test_snapshot_counts_sends_since_the_crms_count_and_forgets_it_with_its_window(
+    fake_time: Any,
+) -> None:
+    """What the health check reports as burst_remaining: the CRM's count less our sends since;
+    once its window is over the count says nothing (a 0 would report the quota used up forever)."""
+    t = fake_time
+    rl = limiter(t)
+    rl.observe({H["max"]: "100", H["int"]: "10000", H["rem"]: "40"})
+    for _ in range(3):
+        await rl.acquire()
+    assert rl.snapshot()["server_remaining"] == 37
+    t.advance(10.0)
+    assert rl.snapshot()["server_remaining"] is None
+
+
+@pytest.mark.anyio
 async def test_low_remaining_paces_evenly_before_the_wall(fake_time: Any) -> None:
     """Another process used most of the window: we spread what is left instead of bursting."""
     t = fake_time

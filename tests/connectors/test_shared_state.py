@@ -119,6 +119,20 @@ async def test_learned_limits_are_seen_by_every_process(
     assert t.now == pytest.approx(start + 2.0)  # B waited for A's send to leave the 2 s window
 
 
+async def test_the_shared_view_counts_sends_since_the_crms_count(
+    stores: list[RedisStore], connection: str, fake_time: Any
+) -> None:
+    t = fake_time
+    a, b = limiters(stores, connection, t)
+    await a.acquire()
+    a.observe({H["max"]: "100", H["int"]: "10000", H["rem"]: "40"})
+    for _ in range(3):
+        await b.acquire()
+    assert (await a.refresh())["server_remaining"] == 37
+    t.advance(10.0)
+    assert (await a.refresh())["server_remaining"] is None
+
+
 async def test_a_429_pauses_every_process(stores: list[RedisStore], connection: str, fake_time: Any) -> None:
     t = fake_time
     a, b = limiters(stores, connection, t)

@@ -4,14 +4,17 @@ committed in groups: what queues meanwhile (or lingers) shares one commit, each 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, select
+from sqlalchemy import Connection, Engine, event, select
 
+from crm_mcp.state import db as db_module
 from crm_mcp.state.db import Database
 from crm_mcp.state.models import WorkerHeartbeat
 
@@ -100,19 +103,19 @@ async def test_in_memory_database_uses_the_async_engine() -> None:
 
 
 async def commits_while(db: Database, writes: Callable[[], Awaitable[Any]]) -> int:
-    """How many transactions the writer thread commits while `writes()` runs."""
-    assert db._writer_engine is not None  # it exists from the first write on (the fixture's)
+    """How many transactions `run_write` commits (on the loop or the writer thread) while `writes()` runs."""
     commits = 0
 
-    def count(_conn: Any) -> None:
+    def count(conn: Connection) -> None:
         nonlocal commits
-        commits += 1
+        if conn.engine in (db._loop_engine, db._writer_engine):
+            commits += 1
 
-    event.listen(db._writer_engine, "commit", count)
+    event.listen(Engine, "commit", count)
     try:
         await writes()
     finally:
-        event.remove(db._writer_engine, "commit", count)
+        event.remove(Engine, "commit", count)
     return commits
 
 
@@ -183,3 +186,61 @@ async def test_dispose_writes_what_lingers(tmp_path: Path) -> None:
         assert await workers(reopened) == {"kept": 0}
     finally:
         await reopened.dispose()
+
+
+async def test_a_write_runs_on_the_event_loop_when_the_lock_is_free(db: Database) -> None:
+    def where(conn: Connection) -> str:
+        conn.execute(BEATS.insert().values(**beat("here")))
+        return threading.current_thread().name
+
+    assert await db.run_write(where) == threading.current_thread().name
+    assert await workers(db) == {"here": 0}
+
+
+async def test_a_write_that_finds_another_process_holding_the_lock_waits_off_the_loop(
+    db: Database, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "rw.db", isolation_level=None)  # a connection of its own
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO worker_heartbeats VALUES ('other', '2026-03-01', '2026-03-01', 2, 0)")
+    threads: list[str] = []
+
+    def write(name: str) -> Callable[[Connection], None]:
+        def fn(conn: Connection) -> None:
+            threads.append(threading.current_thread().name)
+            conn.execute(BEATS.insert().values(**beat(name)))
+
+        return fn
+
+    waiting = asyncio.gather(db.run_write(write("a")), db.run_write(write("b")))
+    ticks = 0
+    for _ in range(20):  # the loop keeps running while the writes wait for the lock
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 20 and not waiting.done()
+    other.execute("COMMIT")
+    other.close()
+    await waiting
+    assert threads and all(t.startswith("crm-mcp-sqlite-writer") for t in threads)
+    assert sorted(await workers(db)) == ["a", "b", "other"]
+
+
+async def test_the_writer_thread_checkpoints_the_wal_after_writes_on_the_loop(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's connection never checkpoints (a checkpoint fsyncs); without the writer
+    thread's checkpoints its WAL would grow by every write's pages (here about 600)."""
+    monkeypatch.setattr(db_module, "CHECKPOINT_EVERY_S", 0.0)
+    for i in range(200):
+        await db.run_write(
+            lambda conn, i=i: conn.execute(BEATS.insert().values(**beat(f"{i:04d}" + "x" * 6000)))
+        )
+        if db._checkpointing is not None:
+            await db._checkpointing
+    probe = sqlite3.connect(tmp_path / "rw.db")
+    try:
+        _busy, wal_frames, _checkpointed = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        probe.close()
+    assert wal_frames < 50
+    assert len(await workers(db)) == 200

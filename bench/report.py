@@ -7,8 +7,6 @@ sets each next to its same-run baseline and its target.
     python bench/report.py            # the full runs (what `make bench` does)
     python bench/report.py --quick    # smaller runs of the same benchmarks, for a loaded machine
     python bench/report.py --only quota startup
-
-Scale-out over PostgreSQL has no benchmark yet; the table says so.
 """
 
 from __future__ import annotations
@@ -309,7 +307,7 @@ BENCHES = [
     Bench("latency", [], ["--calls", "100"], _latency),
     Bench("quota", [], ["--ops", "400"], _quota),
     Bench("faults", [], ["--ops", "400", "--baseline-ops", "100"], _faults),
-    Bench("outbox", [], ["--enqueues", "2000", "--concurrency", "4", "16", "--rounds", "5"], _outbox),
+    Bench("outbox", [], ["--enqueues", "2000", "--concurrency", "4", "16", "32", "--rounds", "5"], _outbox),
     Bench("requests_per_booking", [], ["--bookings", "10"], _requests),
     Bench("sync_records", [], ["--records", "300"], _sync_records),
     Bench("calls", [], ["--calls", "150"], _calls),

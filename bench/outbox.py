@@ -15,6 +15,8 @@
    bare runs of the same size, with no probe running, and the means are compared (each pair's
    ratio is printed too: these machines' speed drifts by tens of percent within a minute, so a
    single pair says little).
+4. The pause of a full garbage collection after those runs (CPU ms, the event loop stalls for
+   it): with the start-up heap frozen, as `Runtime.warm_up` leaves it, and walking that heap too.
 
 The simulator runs in a child process of its own, so that it does not share this process's GIL
 (and event loop) with the worker being measured: the bench measures the engine, not the CRM stub.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import tempfile
 import time
@@ -182,6 +185,7 @@ async def bench_delivery(
             assert await worker.drain() == ops
             engine_cpu.append((time.process_time() - cpu0) * 1000 / (sim.total() - sent))
             bare_cpu.append((await bare_client(rt, sim, concurrency, ops))[1])
+        frozen_ms, whole_ms = full_collection_ms()
     finally:
         await rt.aclose()
     ideal = concurrency / LATENCY
@@ -196,7 +200,25 @@ async def bench_delivery(
         "cpu_ms_per_req": sum(engine_cpu) / PAIRS,
         "client_cpu_ms_per_req": sum(bare_cpu) / PAIRS,
         "pair_ratios": [e / b for e, b in zip(engine_cpu, bare_cpu, strict=True)],
+        "gc_frozen_ms": frozen_ms,
+        "gc_whole_ms": whole_ms,
     }
+
+
+def full_collection_ms() -> tuple[float, float]:
+    """CPU ms of a full garbage collection, as the worker has it (the start-up heap frozen by
+    `Runtime.warm_up`), and with that heap walked too (what every full collection cost before)."""
+    assert gc.get_freeze_count(), "Runtime.warm_up froze nothing"
+    gc.collect()
+    t = time.process_time()
+    gc.collect()
+    frozen = time.process_time() - t
+    gc.unfreeze()
+    t = time.process_time()
+    gc.collect()
+    whole = time.process_time() - t
+    gc.freeze()
+    return frozen * 1000, whole * 1000
 
 
 async def steady_window(worker: Any, sim: RemoteSim, ops: int) -> float:
@@ -309,6 +331,10 @@ async def main() -> None:
                 f"cpu_ms_per_request_c{c}: engine {r['cpu_ms_per_req']:.2f}, "
                 f"bare connector {r['client_cpu_ms_per_req']:.2f}  (this process, all threads; "
                 f"mean of {PAIRS} alternating runs after a warm-up run of each; per run: {pairs})"
+            )
+            print(
+                f"gc_full_collection_c{c}: {r['gc_frozen_ms']:.1f} ms with the start-up heap frozen, "
+                f"{r['gc_whole_ms']:.1f} ms walking it too (the event loop stalls for a collection)"
             )
     finally:
         sim.stop()

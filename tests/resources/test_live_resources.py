@@ -109,6 +109,12 @@ async def book(client: Client, **extra: Any) -> CallToolResult:
     return result
 
 
+# The handshake era (2025-*) subscribes with resources/subscribe, which the 2026-07-28 protocol
+# replaces with subscriptions/listen; the SDK's client warns of that. These tests use it on purpose.
+LEGACY = pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")
+
+
+@LEGACY
 async def test_subscribe_gives_one_coalesced_update_and_unsubscribe_stops_them(
     ghl_sandbox: Any, settings_factory: Any
 ) -> None:
@@ -133,6 +139,7 @@ async def test_subscribe_gives_one_coalesced_update_and_unsubscribe_stops_them(
         assert lv.updates == ["sync://status"]
 
 
+@LEGACY
 async def test_write_links_its_operation_and_its_resource_follows_delivery(
     ghl_sandbox: Any, settings_factory: Any
 ) -> None:

@@ -125,5 +125,9 @@ def routes(rt: Runtime, *, process_inline: bool = True) -> list[Route]:
 
 
 def build_webhook_app(rt: Runtime, *, process_inline: bool = True) -> Starlette:
-    """A Starlette app with only the webhook route, for `crm-mcp worker --webhooks-port N`."""
-    return Starlette(routes=routes(rt, process_inline=process_inline))
+    """A Starlette app with only the webhook route, for `crm-mcp worker --webhooks-port N`, held to
+    the same rate per connection and source IP as under `serve` (CRM_MCP_WEBHOOK_RATE_LIMIT_*)."""
+    from crm_mcp.server import limits
+
+    app = Starlette(routes=routes(rt, process_inline=process_inline))
+    return limits.install(app, rt.settings, auth_required=False, max_body=MAX_BODY_BYTES)

@@ -10,7 +10,8 @@ The same rules as `serve --transport http` (`crm_mcp.server.security.http_auth`)
 it needs a bearer credential (CRM_MCP_HTTP_TOKEN, ..._TOKENS or OAuth) and refuses to start
 without one; a configured credential is required by /readyz, /metrics and the dashboard API on
 every bind; /healthz and the dashboard shell stay open, and webhooks carry their own signatures.
-The dashboard checks Host and Origin as it does under `serve`.
+The dashboard checks Host and Origin as it does under `serve`, and webhooks are held to the same
+rate per connection and source IP (CRM_MCP_WEBHOOK_RATE_LIMIT_PER_MINUTE / _BURST: 429 beyond).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 def build_worker_app(rt: Runtime, *, host: str, auth: HttpAuth | None) -> Starlette:
     """The worker's app for a bind `host`; `auth` from `security.http_auth` (None: open), so the
     worker accepts exactly the bearer tokens `serve` accepts (static tokens, OAuth)."""
-    from crm_mcp.server import dashboard, routes, webhooks
+    from crm_mcp.server import dashboard, limits, routes, webhooks
 
     required = auth is not None
     middleware: list[Middleware] = []
@@ -42,7 +43,7 @@ def build_worker_app(rt: Runtime, *, host: str, auth: HttpAuth | None) -> Starle
             Middleware(AuthenticationMiddleware, backend=backend),
             Middleware(AuthContextMiddleware),
         ]
-    return Starlette(
+    app = Starlette(
         routes=[
             *routes.ops_routes(rt, require_token=required),
             *dashboard.routes(rt, require_token=required, bind_host=host),
@@ -50,3 +51,5 @@ def build_worker_app(rt: Runtime, *, host: str, auth: HttpAuth | None) -> Starle
         ],
         middleware=middleware,
     )
+    # the webhook rate per connection and source IP, as under `serve` (there is no /mcp here)
+    return limits.install(app, rt.settings, auth_required=required, max_body=webhooks.MAX_BODY_BYTES)

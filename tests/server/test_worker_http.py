@@ -128,3 +128,27 @@ def test_worker_http_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "CRM_MCP_HTTP_TOKEN" in done.stderr
+
+
+async def test_worker_http_holds_webhooks_to_the_rate_serve_does(settings_factory: Any) -> None:
+    from crm_mcp.runtime import Runtime
+    from crm_mcp.server.worker_http import build_worker_app
+
+    settings = settings_factory(
+        "http://127.0.0.1:9", webhook_rate_limit_per_minute=1, webhook_rate_limit_burst=1
+    )
+    rt = Runtime(settings)
+    try:
+        app = build_worker_app(rt, host="127.0.0.1", auth=None)
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            post = {"headers": {"Content-Type": "application/json"}, "content": b"{}"}
+            first = await http.post("/webhooks/gohighlevel/nope", **post)
+            assert first.status_code == 404  # counted, then refused by the route: no such connection
+            second = await http.post("/webhooks/gohighlevel/nope", **post)
+            assert second.status_code == 429, second.text
+            assert int(second.headers["retry-after"]) >= 1
+            other = await http.post("/webhooks/gohighlevel/other", **post)
+            assert other.status_code == 404  # a bucket per connection in the path
+    finally:
+        await rt.aclose()

@@ -25,6 +25,8 @@ async def test_worker_receives_signed_webhooks(tmp_path: Path) -> None:
             "CRM_MCP_GHL_TOKEN": "not-used-by-this-test",
             "CRM_MCP_GHL_LOCATION_ID": "SbxLoc00000000000001",
             "CRM_MCP_GHL_WEBHOOK_PUBLIC_KEY": signer.rsa_public_pem,
+            "CRM_MCP_WEBHOOK_RATE_LIMIT_PER_MINUTE": "1",
+            "CRM_MCP_WEBHOOK_RATE_LIMIT_BURST": "2",
         }
     )
     port = free_port()
@@ -50,3 +52,9 @@ async def test_worker_receives_signed_webhooks(tmp_path: Path) -> None:
                 headers=signer.headers(body, ed25519_sig=False),
             )
             assert unknown.status_code == 404
+            # the same rate as under `serve`: a burst of 2 per connection and source IP, then 429
+            again = await http.post(url, content=body, headers=signer.headers(body, ed25519_sig=False))
+            assert again.status_code == 200, again.text
+            refused = await http.post(url, content=body, headers=signer.headers(body, ed25519_sig=False))
+            assert refused.status_code == 429, refused.text
+            assert int(refused.headers["retry-after"]) >= 1

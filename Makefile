@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# byte-code now, as a wheel install does: an editable install is otherwise compiled at every
+	@# start where __pycache__ cannot be written (PYTHONDONTWRITEBYTECODE, a read-only checkout)
+	$(PY) -m compileall -q crm_mcp
 	touch $(STAMP)
 
 install: $(STAMP)

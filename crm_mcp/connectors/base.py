@@ -206,6 +206,10 @@ class ProviderSpec:
     burst_limit: int = 100
     burst_interval_s: float = 10.0
     daily_limit: int | None = None
+    # a daily budget over a rolling 24 h with no reset time (Zoho's API credits): once it reads 0,
+    # look again after this many seconds. None: it resets at the provider's reset epoch header,
+    # else at 00:00 UTC
+    daily_recheck_s: float | None = None
     # logical custom-field name (LOGICAL_FIELDS) -> this provider's field key
     logical_fields: Mapping[str, str] = field(default_factory=dict)
     # the tenant a connection is bound to (webhooks must name it): its option and what to call it

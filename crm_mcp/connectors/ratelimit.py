@@ -15,7 +15,9 @@ How a slot is chosen (all on the injected monotonic clock):
   server counts more than we sent (another client spends the same quota), spend at most
   `R - margin` more until that window has surely rolled over, spreading them evenly (so we slow
   down *before* the wall); if it agrees with our count, the log already keeps us under the limit;
-- daily budget: once the provider's daily remaining is spent, the next slot is the daily reset;
+- daily budget: once the provider's daily remaining is spent, the next slot is the daily reset
+  (the provider's reset epoch, else 00:00 UTC; for a rolling 24 h budget, `daily_recheck_s` after
+  it read 0, when one request looks again);
 - penalty: after a 429 nobody sends until the penalty ends.
 A slot further away than `max_wait_s` raises `RateLimitedError(retry_after=...)` instead.
 
@@ -99,6 +101,7 @@ def spec_limits(spec: ProviderSpec) -> dict[str, Any]:
         "limit": spec.burst_limit,
         "interval_s": spec.burst_interval_s,
         "daily_limit": spec.daily_limit,
+        "daily_recheck_s": spec.daily_recheck_s,
         "remaining_header": spec.remaining_header,
         "limit_header": spec.limit_header,
         "interval_ms_header": spec.interval_ms_header,
@@ -111,6 +114,12 @@ def spec_limits(spec: ProviderSpec) -> dict[str, Any]:
 def next_utc_midnight(wall_now: float) -> float:
     """Epoch seconds of the next 00:00 UTC (default daily reset when the provider sends none)."""
     return (math.floor(wall_now / 86400.0) + 1) * 86400.0
+
+
+def daily_reset(seen_wall: float, recheck_s: float | None) -> float:
+    """When a daily budget last seen at `seen_wall` (epoch seconds), with no reset time sent, may
+    be tried again: `recheck_s` later for a rolling window, else the next 00:00 UTC."""
+    return seen_wall + recheck_s if recheck_s is not None else next_utc_midnight(seen_wall)
 
 
 def safety_margin(limit: int) -> int:
@@ -127,6 +136,7 @@ class RateLimiter:
         limit: int = 100,
         interval_s: float = 10.0,
         daily_limit: int | None = None,
+        daily_recheck_s: float | None = None,
         max_wait_s: float = 30.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -141,6 +151,7 @@ class RateLimiter:
         self.limit = limit
         self.interval_s = interval_s
         self.daily_limit = daily_limit
+        self.daily_recheck_s = daily_recheck_s
         self.max_wait_s = max_wait_s
         self._clock = clock
         self._sleep = sleep
@@ -215,14 +226,19 @@ class RateLimiter:
         wall = self._wall()
         reset = self._daily_reset_epoch
         if reset is None or reset <= wall:
-            reset = next_utc_midnight(wall)
+            reset = max(wall, self._unannounced_reset())
         return now + (reset - wall)
+
+    def _unannounced_reset(self) -> float:
+        """When a budget last seen without a reset epoch comes back: `daily_recheck_s` after it
+        was seen (a rolling 24 h frees credits as they age, at no announced time), or 00:00 UTC."""
+        return daily_reset(self._daily_seen_wall, self.daily_recheck_s)
 
     def _roll_day(self) -> None:
         """Past the daily reset the budget is unknown again until the next response says."""
         if self._daily_remaining is None:
             return
-        reset = self._daily_reset_epoch or next_utc_midnight(self._daily_seen_wall)
+        reset = self._daily_reset_epoch or self._unannounced_reset()
         if self._wall() >= reset:
             self._daily_remaining = None
             self._daily_reset_epoch = None

@@ -66,6 +66,7 @@ class RedisRateLimiter(WriteBehind):
         limit: int = 100,
         interval_s: float = 10.0,
         daily_limit: int | None = None,
+        daily_recheck_s: float | None = None,
         max_wait_s: float = 30.0,
         sleep: Sleep = asyncio.sleep,
         clock: Clock | None = None,
@@ -84,6 +85,7 @@ class RedisRateLimiter(WriteBehind):
         self.limit = limit
         self.interval_s = interval_s
         self.daily_limit = daily_limit
+        self.daily_recheck_s = daily_recheck_s
         self.max_wait_s = max_wait_s
         self.breaker = breaker
         self._sleep = sleep
@@ -105,11 +107,11 @@ class RedisRateLimiter(WriteBehind):
         self._waiting = 0  # how many of them
         self._view: dict[str, Any] = {}
         self.fallback = RateLimiter(
-            limit=limit, interval_s=interval_s, daily_limit=daily_limit, max_wait_s=max_wait_s,
-            clock=self._local, sleep=sleep, remaining_header=remaining_header,
-            limit_header=limit_header, interval_ms_header=interval_ms_header,
-            daily_remaining_header=daily_remaining_header, daily_limit_header=daily_limit_header,
-            reset_epoch_header=reset_epoch_header,
+            limit=limit, interval_s=interval_s, daily_limit=daily_limit,
+            daily_recheck_s=daily_recheck_s, max_wait_s=max_wait_s, clock=self._local, sleep=sleep,
+            remaining_header=remaining_header, limit_header=limit_header,
+            interval_ms_header=interval_ms_header, daily_remaining_header=daily_remaining_header,
+            daily_limit_header=daily_limit_header, reset_epoch_header=reset_epoch_header,
         )  # fmt: skip
         self.waits = 0
         self.waited_s = 0.0
@@ -167,7 +169,8 @@ class RedisRateLimiter(WriteBehind):
         self._seq += 1
         member = f"{self._token}:{self._seq}"
         log_ttl, state_ttl = self._ttls()
-        args = [self._now_arg(), member, self.limit, self.interval_s, log_ttl, state_ttl]
+        recheck = "" if self.daily_recheck_s is None else self.daily_recheck_s
+        args = [self._now_arg(), member, self.limit, self.interval_s, log_ttl, state_ttl, recheck]
         taking = self._store.submit("take", self._keys, args)
         if breaker is not None:
             try:

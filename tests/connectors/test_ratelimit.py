@@ -211,3 +211,29 @@ async def test_daily_budget_comes_back_after_midnight(fake_time: Any) -> None:
     await rl.acquire()  # allowed to wait the whole day out
     assert t.now - start == pytest.approx(next_utc_midnight(t.wall_start) - t.wall_start)
     assert rl.snapshot()["daily_remaining"] is None
+
+
+@pytest.mark.anyio
+async def test_a_rolling_daily_budget_is_looked_at_again_after_the_recheck_not_at_midnight(
+    fake_time: Any,
+) -> None:
+    from crm_mcp.providers.zoho.spec import ZOHO_SPEC
+
+    t = fake_time
+    t.advance(3600)  # 01:00 UTC: midnight is 23 h away
+    rl = RateLimiter.for_spec(ZOHO_SPEC, clock=t.clock, sleep=t.sleep, wall_clock=t.wall, max_wait_s=30)
+    rl.observe({"X-API-CREDITS-REMAINING": "0"})  # Zoho's rolling 24 h credits are spent
+    with pytest.raises(RateLimitedError) as info:
+        await rl.acquire()
+    assert info.value.retry_after == pytest.approx(600.0, abs=0.01)  # not 23 h
+    t.advance(300)
+    with pytest.raises(RateLimitedError) as info:
+        await rl.acquire()
+    assert info.value.retry_after == pytest.approx(300.0, abs=0.01)  # counted from when it read 0
+    t.advance(300)
+    await rl.acquire()  # one request looks again
+    rl.observe({"X-API-CREDITS-REMAINING": "0"})  # still spent: another ten minutes
+    with pytest.raises(RateLimitedError) as info:
+        await rl.acquire()
+    assert info.value.retry_after == pytest.approx(600.0, abs=0.01)
+    assert t.sleeps == []

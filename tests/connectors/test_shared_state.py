@@ -182,6 +182,21 @@ async def test_daily_budget_is_shared_and_exhaustion_raises(
     await a.acquire()
 
 
+async def test_a_rolling_daily_budget_is_looked_at_again_after_the_recheck(
+    stores: list[RedisStore], connection: str, fake_time: Any
+) -> None:
+    t = fake_time
+    a, b = limiters(stores, connection, t, daily_recheck_s=600.0)
+    await a.acquire()
+    a.observe({H["day"]: "0"})  # spent, with no reset time: a rolling budget
+    await a.flush()
+    with pytest.raises(RateLimitedError) as err:
+        await b.acquire()
+    assert err.value.retry_after == pytest.approx(600.0, abs=0.01)  # not until 00:00 UTC
+    t.advance(601)
+    await b.acquire()  # one request looks again, from either process
+
+
 async def test_server_counting_more_than_we_sent_slows_everyone(
     stores: list[RedisStore], connection: str, fake_time: Any
 ) -> None:

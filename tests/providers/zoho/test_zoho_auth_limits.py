@@ -120,9 +120,12 @@ async def test_credits_are_learnt_from_the_header_and_exhaustion_is_a_rate_limit
     assert zoho.snapshot()["limiter"]["daily_remaining"] == 5
     for _ in range(5):
         await zoho.ping()
-    with pytest.raises(RateLimitedError):  # spent: refused here, without spending a call on a 429
+    with pytest.raises(RateLimitedError) as spent:  # refused here, without spending a call on a 429
         await zoho.ping()
     assert sim.stats["GET /org"] == 10 and sim.stats["429_credits"] == 0
+    # credits free as they age out of the rolling 24 h, at no announced time: look again in ten
+    # minutes, not at 00:00 UTC
+    assert spent.value.retry_after is not None and 590 < spent.value.retry_after <= 600
     other: ZohoConnector = make()  # a connection that has not heard: Zoho's 429 (no Retry-After)
     with pytest.raises(RateLimitedError):
         await other.ping()

@@ -206,10 +206,10 @@ class ProviderSpec:
     burst_limit: int = 100
     burst_interval_s: float = 10.0
     daily_limit: int | None = None
-    # a daily budget over a rolling 24 h with no reset time (Zoho's API credits): once it reads 0,
-    # look again after this many seconds. None: it resets at the provider's reset epoch header,
-    # else at 00:00 UTC
-    daily_recheck_s: float | None = None
+    # a spent daily budget whose reset time the provider does not send is looked at again this
+    # long after it read 0 (one request): providers reset at times they do not announce (HubSpot
+    # at midnight in the account's time zone, Zoho over a rolling 24 h), so none is assumed
+    daily_recheck_s: float = 600.0
     # logical custom-field name (LOGICAL_FIELDS) -> this provider's field key
     logical_fields: Mapping[str, str] = field(default_factory=dict)
     # the tenant a connection is bound to (webhooks must name it): its option and what to call it

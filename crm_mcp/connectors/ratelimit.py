@@ -15,9 +15,9 @@ How a slot is chosen (all on the injected monotonic clock):
   server counts more than we sent (another client spends the same quota), spend at most
   `R - margin` more until that window has surely rolled over, spreading them evenly (so we slow
   down *before* the wall); if it agrees with our count, the log already keeps us under the limit;
-- daily budget: once the provider's daily remaining is spent, the next slot is the daily reset
-  (the provider's reset epoch, else 00:00 UTC; for a rolling 24 h budget, `daily_recheck_s` after
-  it read 0, when one request looks again);
+- daily budget: once the provider's daily remaining is spent, the next slot is the provider's
+  reset epoch when it sends one, else `daily_recheck_s` after the budget read 0, when one request
+  looks again (resets come at times the providers do not announce);
 - penalty: after a 429 nobody sends until the penalty ends.
 A slot further away than `max_wait_s` raises `RateLimitedError(retry_after=...)` instead.
 
@@ -111,17 +111,6 @@ def spec_limits(spec: ProviderSpec) -> dict[str, Any]:
     }
 
 
-def next_utc_midnight(wall_now: float) -> float:
-    """Epoch seconds of the next 00:00 UTC (default daily reset when the provider sends none)."""
-    return (math.floor(wall_now / 86400.0) + 1) * 86400.0
-
-
-def daily_reset(seen_wall: float, recheck_s: float | None) -> float:
-    """When a daily budget last seen at `seen_wall` (epoch seconds), with no reset time sent, may
-    be tried again: `recheck_s` later for a rolling window, else the next 00:00 UTC."""
-    return seen_wall + recheck_s if recheck_s is not None else next_utc_midnight(seen_wall)
-
-
 def safety_margin(limit: int) -> int:
     """Requests kept in reserve per window: 5 % of the limit, at least 1, never the whole limit."""
     return min(max(1, math.ceil(limit * 0.05)), max(limit - 1, 0))
@@ -136,7 +125,7 @@ class RateLimiter:
         limit: int = 100,
         interval_s: float = 10.0,
         daily_limit: int | None = None,
-        daily_recheck_s: float | None = None,
+        daily_recheck_s: float = 600.0,
         max_wait_s: float = 30.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -230,9 +219,8 @@ class RateLimiter:
         return now + (reset - wall)
 
     def _unannounced_reset(self) -> float:
-        """When a budget last seen without a reset epoch comes back: `daily_recheck_s` after it
-        was seen (a rolling 24 h frees credits as they age, at no announced time), or 00:00 UTC."""
-        return daily_reset(self._daily_seen_wall, self.daily_recheck_s)
+        """When a budget that read 0 with no reset epoch sent is looked at again."""
+        return self._daily_seen_wall + self.daily_recheck_s
 
     def _roll_day(self) -> None:
         """Past the daily reset the budget is unknown again until the next response says."""

@@ -66,7 +66,7 @@ class RedisRateLimiter(WriteBehind):
         limit: int = 100,
         interval_s: float = 10.0,
         daily_limit: int | None = None,
-        daily_recheck_s: float | None = None,
+        daily_recheck_s: float = 600.0,
         max_wait_s: float = 30.0,
         sleep: Sleep = asyncio.sleep,
         clock: Clock | None = None,
@@ -169,7 +169,7 @@ class RedisRateLimiter(WriteBehind):
         self._seq += 1
         member = f"{self._token}:{self._seq}"
         log_ttl, state_ttl = self._ttls()
-        recheck = "" if self.daily_recheck_s is None else self.daily_recheck_s
+        recheck = self.daily_recheck_s
         args = [self._now_arg(), member, self.limit, self.interval_s, log_ttl, state_ttl, recheck]
         taking = self._store.submit("take", self._keys, args)
         if breaker is not None:

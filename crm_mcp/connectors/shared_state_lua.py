@@ -24,9 +24,8 @@ local function num(v, default) if v == nil or v == '' then return default end re
 """
 
 # KEYS: log (zset member -> send/receipt time), state (hash). ARGV: now, member, default limit,
-# default interval, ttl of the log, ttl of the state, daily recheck seconds ('' = the budget
-# resets at 00:00 UTC when no reset epoch was sent; see ratelimit.daily_reset).
-# Returns {1, now} (slot taken) or {0, wait}.
+# default interval, ttl of the log, ttl of the state, seconds after a spent daily budget with no
+# reset epoch was seen until one request looks again. Returns {1, now} (slot taken) or {0, wait}.
 _TAKE = (
     _LUA_COMMON
     + """
@@ -35,15 +34,10 @@ local h = hash(KEYS[2])
 local limit = num(h.limit, tonumber(ARGV[3]))
 local interval = num(h.interval_s, tonumber(ARGV[4]))
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - interval))
-local recheck = num(ARGV[7], nil)
-local function unannounced_reset(seen)
-  if recheck ~= nil then return seen + recheck end
-  return (math.floor(seen / 86400) + 1) * 86400
-end
 local daily = num(h.daily_remaining, nil)
-local seen = num(h.daily_seen, now)
+local unannounced_reset = num(h.daily_seen, now) + tonumber(ARGV[7])
 if daily ~= nil then
-  local reset = num(h.daily_reset_epoch, unannounced_reset(seen))
+  local reset = num(h.daily_reset_epoch, unannounced_reset)
   if now >= reset then
     redis.call('HDEL', KEYS[2], 'daily_remaining', 'daily_reset_epoch')
     daily = nil
@@ -73,7 +67,7 @@ if server_at ~= nil and now < server_at + interval then
 end
 if daily ~= nil and daily <= 0 then
   local reset = num(h.daily_reset_epoch, nil)
-  if reset == nil or reset <= now then reset = math.max(now, unannounced_reset(seen)) end
+  if reset == nil or reset <= now then reset = math.max(now, unannounced_reset) end
   slot = math.max(slot, reset)
 end
 if slot > now then return {0, fmt(slot - now)} end

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from crm_mcp.connectors.ratelimit import RateLimiter, next_utc_midnight, safety_margin
+from crm_mcp.connectors.ratelimit import RateLimiter, safety_margin
 from crm_mcp.errors import RateLimitedError
 from crm_mcp.providers.gohighlevel.connector import GHL_SPEC
 
@@ -122,8 +122,8 @@ async def test_daily_exhaustion_raises_with_retry_after_instead_of_waiting(fake_
     with pytest.raises(RateLimitedError) as info:
         await rl.acquire()
     assert t.sleeps == []
-    expected = next_utc_midnight(t.wall()) - t.wall()
-    assert info.value.retry_after == pytest.approx(expected, abs=0.01)
+    # no reset time sent: looked at again ten minutes after it read 0 (not at a guessed midnight)
+    assert info.value.retry_after == pytest.approx(GHL_SPEC.daily_recheck_s, abs=0.01)
     assert info.value.retry_after is not None and info.value.retry_after > 30
 
 
@@ -203,18 +203,18 @@ def test_safety_margin() -> None:
 
 
 @pytest.mark.anyio
-async def test_daily_budget_comes_back_after_midnight(fake_time: Any) -> None:
+async def test_a_spent_daily_budget_is_looked_at_again_after_the_recheck(fake_time: Any) -> None:
     t = fake_time
     rl = limiter(t, max_wait_s=10**6)
     rl.observe({H["day"]: "0"})
     start = t.now
-    await rl.acquire()  # allowed to wait the whole day out
-    assert t.now - start == pytest.approx(next_utc_midnight(t.wall_start) - t.wall_start)
+    await rl.acquire()  # allowed to wait: one request looks again after the recheck
+    assert t.now - start == pytest.approx(600.0)
     assert rl.snapshot()["daily_remaining"] is None
 
 
 @pytest.mark.anyio
-async def test_a_rolling_daily_budget_is_looked_at_again_after_the_recheck_not_at_midnight(
+async def test_zohos_spent_credits_are_looked_at_again_after_the_recheck_not_at_midnight(
     fake_time: Any,
 ) -> None:
     from crm_mcp.providers.zoho.spec import ZOHO_SPEC

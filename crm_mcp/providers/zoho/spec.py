@@ -109,9 +109,6 @@ ZOHO_SPEC = ProviderSpec(
     burst_limit=100,
     burst_interval_s=1.0,
     daily_limit=50_000,
-    # credits free as they age out of the rolling 24 h, at no announced time: once they read 0,
-    # one request looks again every 10 minutes (not at 00:00 UTC, which could be a day away)
-    daily_recheck_s=600.0,
     logical_fields={
         "appointment_status": "Appointment_Status",
         "next_appointment_date": "Next_Appointment_Date",

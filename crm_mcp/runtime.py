@@ -42,9 +42,6 @@ def _import_heavy() -> None:
     import crm_mcp.sync.actions  # noqa: F401
 
 
-_heap_frozen = False
-
-
 def _freeze_startup_heap() -> None:
     """Move everything start-up created (modules, mappers, schemas: about 130,000 objects) out of
     the garbage collector's reach, once per process. It lives as long as the process anyway, and
@@ -52,9 +49,7 @@ def _freeze_startup_heap() -> None:
     machine, every event loop task (tool calls, deliveries, lease renewals) stalled behind it.
     `gc.freeze()` is a constant-time list move. A frozen object is never reclaimed, but start-up
     builds what the process keeps; it leaves next to no garbage behind."""
-    global _heap_frozen
-    if not _heap_frozen:
-        _heap_frozen = True
+    if not gc.get_freeze_count():  # the interpreter knows whether this process froze already
         gc.freeze()
 
 

@@ -335,8 +335,6 @@ def _detached(row: Any) -> SyncOperation:
 _AGE = (SyncOperation.next_attempt_at, SyncOperation.created_at)
 # One statement holds at most this many per-connection arms (SQLite allows 500 per compound).
 _ARMS = 200
-# Candidate reads per claim at most, when other claimers hold the candidates (PostgreSQL).
-_ROUNDS = 4
 
 
 def _is_due(op: Any, now: datetime) -> bool:
@@ -431,12 +429,14 @@ def _claim_round_robin(
 
     On PostgreSQL, claimers running side by side read the same candidates; a row another one holds
     is skipped (SKIP LOCKED) and the next candidate taken, and when the candidates run out that way
-    the next round reads more, past those tried. A row another claimer took and committed since
-    the candidates were read is no longer due (`_is_due`, on the row as locked). On SQLite claimers
-    take turns (BEGIN IMMEDIATE): one round always does."""
+    the next round reads more, past those tried, until the claim is full or nothing untried is due
+    (every round reads only untried rows, so the rounds end; a fixed number of them left a claim
+    short while several claimers held each other's candidates). A row another claimer took and
+    committed since the candidates were read is no longer due (`_is_due`, on the row as locked).
+    On SQLite claimers take turns (BEGIN IMMEDIATE): one round always does."""
     ops: list[Any] = []
     tried: set[str] = set()
-    for _ in range(_ROUNDS):
+    while True:
         wanted = limit - len(ops)
         picked = _round_robin(conn, now, wanted, exclude, tried, per_connection)
         if not picked:
